@@ -1,0 +1,114 @@
+"""One ALI update: encode, decode, score both joint pairs, two losses, two optimizer steps."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ali_replay.ali import ALI
+from ali_replay.losses import cycle_loss, discriminator_loss, generator_loss
+
+
+@dataclass
+class ALIOptimizers:
+    """The discriminator's Adam and the encoder/decoder's Adam: two players, two optimizers."""
+
+    d: torch.optim.Optimizer
+    g: torch.optim.Optimizer
+
+    def state_dict(self) -> dict:
+        """Both optimizers' states."""
+        return {"d": self.d.state_dict(), "g": self.g.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore both optimizers' states."""
+        self.d.load_state_dict(state["d"])
+        self.g.load_state_dict(state["g"])
+
+    def scale_lr(self, factor: float) -> None:
+        """Multiply every learning rate by `factor` (used after a divergence)."""
+        for opt in (self.d, self.g):
+            for group in opt.param_groups:
+                group["lr"] *= factor
+
+
+def make_optimizers(ali: ALI, optim_cfg) -> ALIOptimizers:
+    """Adam for D and Adam for (G_z, G_x), with the configured learning rates and betas."""
+    betas = (optim_cfg.beta1, optim_cfg.beta2)
+    g_params = list(ali.decoder.parameters())
+    if ali.encoder is not None:
+        g_params += list(ali.encoder.parameters())
+    return ALIOptimizers(
+        d=torch.optim.Adam(ali.discriminator.parameters(), lr=optim_cfg.lr_d, betas=betas),
+        g=torch.optim.Adam(g_params, lr=optim_cfg.lr_g, betas=betas),
+    )
+
+
+def train_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional[torch.Tensor] = None,
+               cycle_x: float = 1.0, cycle_z: float = 1.0,
+               weight: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """One ALI update on a batch; returns detached loss tensors.
+
+    `weight` (one value per example) weights the real pairs, so that replayed and
+    current examples can count differently. An encoder-free model trains as a plain GAN.
+    """
+    if ali.encoder is None:
+        return _gan_step(ali, optimizers, x, y, weight)
+    y = y if ali.conditional else None
+    discriminator = ali.discriminator
+
+    z = ali.prior(x.shape[0])
+    z_hat = ali.encoder.sample(x, y)  # encode: the pair (x, G_z(x))
+    x_tilde = ali.decoder(z, y)  # decode: the pair (G_x(z), z)
+
+    # 1) Discriminator: tell encoder pairs (real) from decoder pairs (fake).
+    real = discriminator(x, z_hat.detach(), y)
+    fake = discriminator(x_tilde.detach(), z, y)
+    loss_d = discriminator_loss(real, fake, weight)
+    optimizers.d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimizers.d.step()
+
+    # 2) Encoder and decoder: fool the updated discriminator, and stay each other's inverse.
+    discriminator.requires_grad_(False)  # no parameter gradients for D in this step
+    loss_adv = generator_loss(discriminator(x, z_hat, y), discriminator(x_tilde, z, y), weight)
+    loss_g = loss_adv
+    stats = {}
+    if cycle_x:
+        stats["cycle_x"] = cycle_loss(x, ali.decoder(z_hat, y), weight)
+        loss_g = loss_g + cycle_x * stats["cycle_x"]
+    if cycle_z:
+        stats["cycle_z"] = cycle_loss(z, ali.encoder(x_tilde, y)[0])
+        loss_g = loss_g + cycle_z * stats["cycle_z"]
+    optimizers.g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    optimizers.g.step()
+    discriminator.requires_grad_(True)
+
+    stats.update(loss_d=loss_d, loss_g=loss_adv, d_real=torch.sigmoid(real).mean(),
+                 d_fake=torch.sigmoid(fake).mean())
+    return {k: v.detach() for k, v in stats.items()}
+
+
+def _gan_step(gan: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional[torch.Tensor],
+              weight: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder-free ablation: the same decoder and x-pathway of D, a plain GAN update."""
+    y = y if gan.conditional else None
+    discriminator = gan.discriminator
+    x_fake = gan.decoder(gan.prior(x.shape[0]), y)
+
+    real, fake = discriminator(x, None, y), discriminator(x_fake.detach(), None, y)
+    loss_d = discriminator_loss(real, fake, weight)
+    optimizers.d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    optimizers.d.step()
+
+    discriminator.requires_grad_(False)
+    loss_g = torch.nn.functional.softplus(-discriminator(x_fake, None, y)).mean()
+    optimizers.g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    optimizers.g.step()
+    discriminator.requires_grad_(True)
+    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
+            "d_real": torch.sigmoid(real).mean().detach(), "d_fake": torch.sigmoid(fake).mean().detach()}
