@@ -1,0 +1,135 @@
+"""The `ali-replay` command line: train and evaluate an ALI, run and compare continual-learning strategies."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from typing import Optional, Sequence
+
+from ali_replay.errors import UserError
+
+log = logging.getLogger("ali_replay")
+
+
+def _add_config_args(parser: argparse.ArgumentParser, kind: str) -> None:
+    parser.add_argument("--config", help=f"a YAML file, or the name of one in configs/{kind}/")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dot-list overrides, e.g. train.epochs=5 data.root=../shared/data")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in output_dir")
+    parser.add_argument("--overwrite", action="store_true", help="discard what output_dir holds and start again")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="ali-replay", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train-ali", help="train a standalone ALI (configs/ali/)")
+    _add_config_args(p, "ali")
+    p.add_argument("--no-eval", action="store_true", help="skip eval-ali at the end")
+
+    p = sub.add_parser("eval-ali", help="evaluate a trained ALI run folder and write eval.json")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.labels_per_class=10")
+
+    p = sub.add_parser("run", help="one continual-learning strategy, one seed")
+    _add_config_args(p, "compare")
+    p.add_argument("--strategy", help="strategy spec, e.g. ali_replay@latent_memory (default: the first listed)")
+    p.add_argument("--seed", type=int, help="seed (default: the first listed)")
+
+    p = sub.add_parser("compare", help="every strategy x every seed on one benchmark, with a report")
+    _add_config_args(p, "compare")
+
+    p = sub.add_parser("report", help="rebuild report.md, results.csv and plots from results.json")
+    p.add_argument("results_dir")
+    return parser
+
+
+def _train_ali(args) -> None:
+    from ali_replay.config import load_run_config
+    from ali_replay.evaluation import evaluate_ali, write_eval
+    from ali_replay.trainer import ALITrainer
+
+    cfg = load_run_config(args.config, args.overrides)
+    trainer = ALITrainer(cfg, resume=args.resume, overwrite=args.overwrite)
+    run_dir = trainer.fit()
+    print(f"trained: {run_dir} (epoch {trainer.epoch}, step {trainer.step})")
+    if not args.no_eval:
+        result = evaluate_ali(trainer.ali, cfg, trainer.device)
+        print(json.dumps(result, indent=2))
+        print(f"wrote {write_eval(run_dir, result)}")
+
+
+def _eval_ali(args) -> None:
+    from ali_replay.config import ALIRunConfig, merge_config
+    from ali_replay.evaluation import evaluate_ali, write_eval
+    from ali_replay.runtime import resolve_device
+    from ali_replay.trainer import load_trained
+
+    ali, saved_cfg, _ = load_trained(args.run_dir)
+    cfg = merge_config(ALIRunConfig, None, [])
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.merge(cfg, saved_cfg)
+    cfg = merge_config(cfg, None, args.overrides)
+    device = resolve_device(cfg.device)
+    result = evaluate_ali(ali, cfg, device)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {write_eval(args.run_dir, result)}")
+
+
+def _run(args) -> None:
+    from benchmarks import load_compare_config, run
+
+    cfg = load_compare_config(args.config, args.overrides)
+    spec = args.strategy or cfg.strategies[0]
+    seed = cfg.seeds[0] if args.seed is None else args.seed
+    result = run(cfg, spec, seed, resume=args.resume, overwrite=args.overwrite)
+    print(json.dumps({k: v for k, v in result.items() if k != "acc_matrix"}, indent=2, default=str))
+
+
+def _compare(args) -> None:
+    from benchmarks import compare, load_compare_config
+
+    cfg = load_compare_config(args.config, args.overrides)
+    results = compare(cfg, resume=args.resume, overwrite=args.overwrite, command=" ".join(sys.argv))
+    from benchmarks import write_report
+
+    print(write_report(cfg.output_dir))
+    print(f"results in {cfg.output_dir}")
+    del results
+
+
+def _report(args) -> None:
+    from benchmarks import write_report
+
+    print(write_report(args.results_dir))
+
+
+COMMANDS = {"train-ali": _train_ali, "eval-ali": _eval_ali, "run": _run, "compare": _compare, "report": _report}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Parse arguments, run a sub-command, and turn user errors into one-line messages."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        COMMANDS[args.command](args)
+    except UserError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"ali-replay {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ali-replay {args.command}: interrupted; saved state is kept, --resume continues", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

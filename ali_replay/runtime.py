@@ -1,0 +1,55 @@
+"""Process-level settings shared by every command: device, seeds and threads."""
+from __future__ import annotations
+
+import logging
+import random
+
+import numpy as np
+import torch
+
+from ali_replay.errors import ConfigError
+
+log = logging.getLogger(__name__)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when a GPU is visible, else the CPU; `cuda:N` selects a GPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu" or name.startswith("cuda"):
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device={name} was asked for but no CUDA GPU is visible; use device=cpu or auto")
+        return torch.device(name)
+    raise ConfigError(f"unknown device '{name}'; valid: {', '.join(DEVICES)} (or cuda:N)")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit PyTorch's intra-op threads (None keeps the default)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    log.info("torch threads: %d", torch.get_num_threads())
+
+
+def rng_state() -> dict:
+    """The global generators' states, for exact resume."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the global generators saved by `rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,216 @@
+"""The standalone ALI trainer: loop, progress, checkpoints, metrics and pictures."""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from ali_replay.ali import ALI, build_ali
+from ali_replay.checkpoint import load_checkpoint, save_checkpoint
+from ali_replay.data import DataSplits, load_dataset
+from ali_replay.errors import ConfigError
+from ali_replay.pictures import save_interpolations, save_reconstructions, save_samples
+from ali_replay.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+from ali_replay.training import ALIOptimizers, make_optimizers, train_step
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+# Keys that may differ between a run and its resumption without changing what is learned.
+RESUMABLE_KEYS = ("train.epochs", "train.max_steps", "train.log_every", "train.image_every", "device",
+                  "threads", "output_dir", "eval")
+
+
+def _comparable(cfg: dict) -> dict:
+    """The config without the keys a resumed run may change."""
+    cfg = OmegaConf.create(cfg)
+    for key in RESUMABLE_KEYS:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is not None and leaf in node:
+            node.pop(leaf)
+    return OmegaConf.to_container(cfg)
+
+
+def build_from_config(cfg: DictConfig, data: DataSplits, device: torch.device) -> tuple[ALI, ALIOptimizers]:
+    """The ALI and its optimizers that a config describes, for a given data set."""
+    ali = build_ali(data.shape, cfg.model, data.num_classes).to(device)
+    return ali, make_optimizers(ali, cfg.optim)
+
+
+class ALITrainer:
+    """Trains one ALI on one data set, writing everything into `cfg.output_dir`."""
+
+    def __init__(self, cfg: DictConfig, resume: bool = False, overwrite: bool = False):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.device = resolve_device(cfg.device)
+        set_threads(cfg.threads)
+        self._check_output_dir(resume, overwrite)
+        seed_everything(cfg.seed)
+        self.data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path)
+        self.ali, self.optimizers = build_from_config(cfg, self.data, self.device)
+        # Everything sits on the device once: per-batch indexing then costs no copies or workers.
+        self.x_train = self.data.train.float_images().to(self.device)
+        self.y_train = self.data.train.targets.to(self.device)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.epoch, self.step = 0, 0
+        self.writer = None
+        if resume and (self.out / CHECKPOINT).is_file():
+            self._restore(load_checkpoint(self.out / CHECKPOINT, self.device))
+
+    # ------------------------------------------------------------------ state
+
+    def _check_output_dir(self, resume: bool, overwrite: bool) -> None:
+        """Refuse to mix a new run into a folder that holds another one."""
+        ckpt = self.out / CHECKPOINT
+        if not ckpt.exists() or resume:
+            return
+        if not overwrite:
+            raise ConfigError(
+                f"{self.out} already holds a training run ({ckpt.name}); pass --resume to continue it, "
+                f"--overwrite to start again there, or choose another output_dir"
+            )
+        for name in (CHECKPOINT, METRICS):
+            (self.out / name).unlink(missing_ok=True)
+        for events in self.out.glob("events.out.tfevents.*"):
+            events.unlink()
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly where training stopped."""
+        return {
+            "format": "ali-replay/ali-checkpoint/1",
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "shape": self.data.shape,
+            "num_classes": self.data.num_classes,
+            "model": self.ali.state_dict(),
+            "optimizers": self.optimizers.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": rng_state(),
+            "shuffle_rng": self.shuffle.get_state(),
+        }
+
+    def _restore(self, state: dict) -> None:
+        """Load a checkpoint written by `state_dict`, after checking it belongs to this config."""
+        saved, now = _comparable(state["config"]), _comparable(OmegaConf.to_container(self.cfg, resolve=True))
+        if saved != now:
+            raise ConfigError(
+                f"{self.out / CHECKPOINT} was trained with a different config; resume with the same "
+                f"config (only {', '.join(RESUMABLE_KEYS)} may change) or use --overwrite"
+            )
+        self.ali.load_state_dict(state["model"])
+        self.optimizers.load_state_dict(state["optimizers"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        set_rng_state(state["rng"])
+        self.shuffle.set_state(state["shuffle_rng"])
+        log.info("resumed from %s at epoch %d (step %d)", self.out / CHECKPOINT, self.epoch, self.step)
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> Path:
+        """Train for `train.epochs` epochs (or `train.max_steps` updates); return the run folder."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+
+        self.writer = SummaryWriter(str(self.out))
+        try:
+            while self.epoch < cfg.train.epochs and not self._done():
+                row = self._train_epoch()
+                self.epoch += 1
+                self._log_epoch(row)
+                save_checkpoint(self.state_dict(), self.out / CHECKPOINT)
+                if self.epoch % cfg.train.image_every == 0:
+                    self.write_pictures()
+            self.write_pictures()
+        except KeyboardInterrupt:
+            log.warning("interrupted: the last completed epoch (%d) is saved in %s; --resume continues",
+                        self.epoch, self.out / CHECKPOINT)
+            raise
+        finally:
+            self.writer.close()
+        return self.out
+
+    def _done(self) -> bool:
+        return self.cfg.train.max_steps is not None and self.step >= self.cfg.train.max_steps
+
+    def _train_epoch(self) -> dict[str, float]:
+        """One pass over the shuffled training set; returns the epoch's mean losses and speed."""
+        cfg = self.cfg
+        self.ali.train()
+        n, bs = len(self.x_train), cfg.train.batch_size
+        order = torch.randperm(n, generator=self.shuffle).to(self.device)
+        batches = n // bs  # drop the ragged last batch: BatchNorm and D prefer equal batch sizes
+        sums: dict[str, torch.Tensor] = {}
+        started, seen = time.perf_counter(), 0
+        bar = tqdm(range(batches), desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False,
+                   dynamic_ncols=True)
+        for i in bar:
+            if self._done():
+                break
+            idx = order[i * bs:(i + 1) * bs]
+            stats = train_step(self.ali, self.optimizers, self.x_train[idx], self.y_train[idx],
+                               cycle_x=cfg.optim.cycle_x, cycle_z=cfg.optim.cycle_z)
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            self.step += 1
+            seen += bs
+            if (i + 1) % cfg.train.log_every == 0:
+                bar.set_postfix({k: f"{(v / (i + 1)).item():.3f}" for k, v in sums.items()})
+        bar.close()
+        steps = max(1, i + 1 if batches else 1)
+        row = {k: (v / steps).item() for k, v in sums.items()}
+        for key, value in row.items():
+            if not math.isfinite(value):
+                log.error("non-finite %s in epoch %d", key, self.epoch + 1)
+        elapsed = time.perf_counter() - started
+        row.update(seconds=elapsed, images_per_second=seen / max(elapsed, 1e-9))
+        return row
+
+    def _log_epoch(self, row: dict[str, float]) -> None:
+        """Append one row to metrics.csv and TensorBoard."""
+        row = {"epoch": self.epoch, "step": self.step, **row}
+        path = self.out / METRICS
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        for key, value in row.items():
+            if key not in ("epoch", "step"):
+                self.writer.add_scalar(f"train/{key}", value, self.step)
+        log.info("epoch %d: %s", self.epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
+
+    def write_pictures(self, n: int = 64) -> None:
+        """samples.png, reconstructions.png and interpolations.png from fixed test images."""
+        test = self.data.test
+        picks = torch.linspace(0, len(test) - 1, min(n, len(test))).long()
+        x = test.float_images()[picks].to(self.device)
+        y = test.targets[picks].to(self.device)
+        # Pictures draw from their own generator so that they never change the training's random stream.
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed)
+            save_samples(self.ali, self.out / "samples.png")
+            save_reconstructions(self.ali, x[:32], self.out / "reconstructions.png", y[:32])
+            save_interpolations(self.ali, x[:16], self.out / "interpolations.png", y[:16])
+        self.ali.train()
+
+
+def load_trained(run_dir: str | Path, device: Optional[torch.device] = None) -> tuple[ALI, DictConfig, dict]:
+    """The ALI saved in a run folder, with its config and checkpoint state."""
+    state = load_checkpoint(Path(run_dir) / CHECKPOINT, device or "cpu")
+    cfg = OmegaConf.create(state["config"])
+    ali = build_ali(tuple(state["shape"]), cfg.model, state["num_classes"])
+    ali.load_state_dict(state["model"])
+    return ali.to(device or "cpu").eval(), cfg, state
