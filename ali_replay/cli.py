@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="every strategy x every seed on one benchmark, with a report")
     _add_config_args(p, "compare")
 
+    p = sub.add_parser("bench-speed", help="training images per second: trainer vs a minimal loop, per preset")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options of benchmarks.speed (see --help there)")
+
     p = sub.add_parser("report", help="rebuild report.md, results.csv and plots from results.json")
     p.add_argument("results_dir")
     return parser
@@ -110,7 +113,14 @@ def _report(args) -> None:
     print(write_report(args.results_dir))
 
 
-COMMANDS = {"train-ali": _train_ali, "eval-ali": _eval_ali, "run": _run, "compare": _compare, "report": _report}
+def _bench_speed(args) -> None:
+    from benchmarks.speed import main as speed_main
+
+    speed_main(args.args)
+
+
+COMMANDS = {"train-ali": _train_ali, "eval-ali": _eval_ali, "run": _run, "compare": _compare, "report": _report,
+            "bench-speed": _bench_speed}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -71,6 +71,17 @@ class EvalConfig:
 
 
 @dataclass
+class GuardConfig:
+    """Divergence detection: when to roll back to the last good epoch and lower the learning rate."""
+
+    enabled: bool = True
+    d_loss_min: float = 1e-3  # epoch-mean discriminator loss below this: D has won outright
+    diversity_min: float = 0.05  # sample spread / real-image spread below this: the decoder collapsed
+    lr_factor: float = 0.5  # learning rates are multiplied by this after each rollback
+    max_rollbacks: int = 3  # then training stops with an error
+
+
+@dataclass
 class ALIRunConfig:
     """Everything `ali-replay train-ali` reads."""
 
@@ -79,6 +90,7 @@ class ALIRunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     seed: int = 0
     device: str = "auto"
     threads: Optional[int] = None  # torch.set_num_threads; None keeps PyTorch's default

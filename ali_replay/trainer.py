@@ -1,6 +1,7 @@
 """The standalone ALI trainer: loop, progress, checkpoints, metrics and pictures."""
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
@@ -15,7 +16,8 @@ from tqdm.auto import tqdm
 from ali_replay.ali import ALI, build_ali
 from ali_replay.checkpoint import load_checkpoint, save_checkpoint
 from ali_replay.data import DataSplits, load_dataset
-from ali_replay.errors import ConfigError
+from ali_replay.errors import ConfigError, UserError
+from ali_replay.guard import Divergence, check_epoch
 from ali_replay.pictures import save_interpolations, save_reconstructions, save_samples
 from ali_replay.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
 from ali_replay.training import ALIOptimizers, make_optimizers, train_step
@@ -26,7 +28,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 # Keys that may differ between a run and its resumption without changing what is learned.
 RESUMABLE_KEYS = ("train.epochs", "train.max_steps", "train.log_every", "train.image_every", "device",
-                  "threads", "output_dir", "eval")
+                  "threads", "output_dir", "eval", "guard")
 
 
 def _comparable(cfg: dict) -> dict:
@@ -63,6 +65,7 @@ class ALITrainer:
         self.y_train = self.data.train.targets.to(self.device)
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.epoch, self.step = 0, 0
+        self.rollbacks, self.lr_scale = 0, 1.0
         self.writer = None
         if resume and (self.out / CHECKPOINT).is_file():
             self._restore(load_checkpoint(self.out / CHECKPOINT, self.device))
@@ -95,6 +98,8 @@ class ALITrainer:
             "optimizers": self.optimizers.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "rollbacks": self.rollbacks,
+            "lr_scale": self.lr_scale,
             "rng": rng_state(),
             "shuffle_rng": self.shuffle.get_state(),
         }
@@ -110,6 +115,7 @@ class ALITrainer:
         self.ali.load_state_dict(state["model"])
         self.optimizers.load_state_dict(state["optimizers"])
         self.epoch, self.step = state["epoch"], state["step"]
+        self.rollbacks, self.lr_scale = state.get("rollbacks", 0), state.get("lr_scale", 1.0)
         set_rng_state(state["rng"])
         self.shuffle.set_state(state["shuffle_rng"])
         log.info("resumed from %s at epoch %d (step %d)", self.out / CHECKPOINT, self.epoch, self.step)
@@ -124,14 +130,26 @@ class ALITrainer:
 
         self.writer = SummaryWriter(str(self.out))
         try:
+            pictured = False
+            good = copy.deepcopy(self.state_dict())  # what a divergence rolls back to
             while self.epoch < cfg.train.epochs and not self._done():
-                row = self._train_epoch()
+                try:
+                    row = self._train_epoch()
+                    reason = check_epoch(row, self.ali, self.x_train, cfg.guard) if cfg.guard.enabled else None
+                    if reason:
+                        raise Divergence(reason)
+                except Divergence as divergence:
+                    self._roll_back(good, str(divergence))
+                    continue
                 self.epoch += 1
                 self._log_epoch(row)
-                save_checkpoint(self.state_dict(), self.out / CHECKPOINT)
-                if self.epoch % cfg.train.image_every == 0:
+                good = copy.deepcopy(self.state_dict())
+                save_checkpoint(good, self.out / CHECKPOINT)
+                pictured = self.epoch % cfg.train.image_every == 0
+                if pictured:
                     self.write_pictures()
-            self.write_pictures()
+            if not pictured:
+                self.write_pictures()
         except KeyboardInterrupt:
             log.warning("interrupted: the last completed epoch (%d) is saved in %s; --resume continues",
                         self.epoch, self.out / CHECKPOINT)
@@ -139,6 +157,26 @@ class ALITrainer:
         finally:
             self.writer.close()
         return self.out
+
+    def _roll_back(self, good: dict, reason: str) -> None:
+        """Restore the last good epoch and lower the learning rates, or give up after too many tries."""
+        guard = self.cfg.guard
+        if self.rollbacks >= guard.max_rollbacks:
+            raise UserError(
+                f"training diverged again in epoch {self.epoch + 1} ({reason}) after {self.rollbacks} rollbacks; "
+                f"the last good epoch ({self.epoch}) is in {self.out / CHECKPOINT}: lower train.lr, raise "
+                f"guard.max_rollbacks, or loosen the guard thresholds"
+            )
+        self.rollbacks += 1
+        self.ali.load_state_dict(good["model"])
+        self.optimizers.load_state_dict(good["optimizers"])
+        self.step = good["step"]
+        self.lr_scale *= guard.lr_factor
+        for opt, base in ((self.optimizers.d, self.cfg.optim.lr_d), (self.optimizers.g, self.cfg.optim.lr_g)):
+            for group in opt.param_groups:
+                group["lr"] = base * self.lr_scale
+        log.warning("divergence in epoch %d: %s; rolled back to epoch %d with learning rates x%.3g (rollback %d/%d)",
+                    self.epoch + 1, reason, self.epoch, self.lr_scale, self.rollbacks, guard.max_rollbacks)
 
     def _done(self) -> bool:
         return self.cfg.train.max_steps is not None and self.step >= self.cfg.train.max_steps
@@ -165,15 +203,15 @@ class ALITrainer:
             self.step += 1
             seen += bs
             if (i + 1) % cfg.train.log_every == 0:
-                bar.set_postfix({k: f"{(v / (i + 1)).item():.3f}" for k, v in sums.items()})
+                means = {k: (v / (i + 1)).item() for k, v in sums.items()}
+                if cfg.guard.enabled and not all(math.isfinite(v) for v in means.values()):
+                    raise Divergence(f"non-finite losses at step {self.step}")
+                bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
         bar.close()
         steps = max(1, i + 1 if batches else 1)
         row = {k: (v / steps).item() for k, v in sums.items()}
-        for key, value in row.items():
-            if not math.isfinite(value):
-                log.error("non-finite %s in epoch %d", key, self.epoch + 1)
         elapsed = time.perf_counter() - started
-        row.update(seconds=elapsed, images_per_second=seen / max(elapsed, 1e-9))
+        row.update(seconds=elapsed, images_per_second=seen / max(elapsed, 1e-9), rollbacks=self.rollbacks)
         return row
 
     def _log_epoch(self, row: dict[str, float]) -> None:
