@@ -57,9 +57,16 @@ def _train_ali(args) -> None:
     from ali_replay.evaluation import evaluate_ali, write_eval
     from ali_replay.trainer import ALITrainer
 
+    from ali_replay.distributed import shutdown
+
     cfg = load_run_config(args.config, args.overrides)
     trainer = ALITrainer(cfg, resume=args.resume, overwrite=args.overwrite)
-    run_dir = trainer.fit()
+    try:
+        run_dir = trainer.fit()
+    finally:
+        shutdown(trainer.dist)
+    if not trainer.dist.is_main:
+        return
     print(f"trained: {run_dir} (epoch {trainer.epoch}, step {trainer.step})")
     if not args.no_eval:
         result = evaluate_ali(trainer.ali, cfg, trainer.device)

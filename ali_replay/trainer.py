@@ -16,11 +16,12 @@ from tqdm.auto import tqdm
 from ali_replay.ali import ALI, build_ali
 from ali_replay.checkpoint import load_checkpoint, save_checkpoint
 from ali_replay.data import DataSplits, load_dataset
+from ali_replay.distributed import init_from_env
 from ali_replay.errors import ConfigError, UserError
 from ali_replay.guard import Divergence, check_epoch
 from ali_replay.pictures import save_interpolations, save_reconstructions, save_samples
 from ali_replay.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
-from ali_replay.training import ALIOptimizers, make_optimizers, train_step
+from ali_replay.training import ALIOptimizers, Players, make_optimizers, train_step
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,22 @@ class ALITrainer:
     def __init__(self, cfg: DictConfig, resume: bool = False, overwrite: bool = False):
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self.device = resolve_device(cfg.device)
+        self.dist = init_from_env(resolve_device(cfg.device))
+        self.device = self.dist.device(resolve_device(cfg.device))
         set_threads(cfg.threads)
         self._check_output_dir(resume, overwrite)
         seed_everything(cfg.seed)
         self.data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path)
         self.ali, self.optimizers = build_from_config(cfg, self.data, self.device)
+        self.local_batch = self.dist.local_batch(cfg.train.batch_size)
+        self.players = self.discriminator = None  # the ALI's own networks, unless distributed
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.players = DDP(Players(self.ali), device_ids=ids)
+            self.discriminator = DDP(self.ali.discriminator, device_ids=ids)
+            torch.manual_seed(cfg.seed + self.dist.rank)  # same weights everywhere, different noise per rank
         # Everything sits on the device once: per-batch indexing then costs no copies or workers.
         self.x_train = self.data.train.float_images().to(self.device)
         self.y_train = self.data.train.targets.to(self.device)
@@ -82,6 +93,8 @@ class ALITrainer:
                 f"{self.out} already holds a training run ({ckpt.name}); pass --resume to continue it, "
                 f"--overwrite to start again there, or choose another output_dir"
             )
+        if not self.dist.is_main:
+            return
         for name in (CHECKPOINT, METRICS):
             (self.out / name).unlink(missing_ok=True)
         for events in self.out.glob("events.out.tfevents.*"):
@@ -125,10 +138,11 @@ class ALITrainer:
     def fit(self) -> Path:
         """Train for `train.epochs` epochs (or `train.max_steps` updates); return the run folder."""
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
 
-        self.writer = SummaryWriter(str(self.out))
+            self.writer = SummaryWriter(str(self.out))
         try:
             pictured = False
             good = copy.deepcopy(self.state_dict())  # what a divergence rolls back to
@@ -142,20 +156,22 @@ class ALITrainer:
                     self._roll_back(good, str(divergence))
                     continue
                 self.epoch += 1
-                self._log_epoch(row)
                 good = copy.deepcopy(self.state_dict())
-                save_checkpoint(good, self.out / CHECKPOINT)
                 pictured = self.epoch % cfg.train.image_every == 0
-                if pictured:
-                    self.write_pictures()
-            if not pictured:
+                if self.dist.is_main:  # one writer
+                    self._log_epoch(row)
+                    save_checkpoint(good, self.out / CHECKPOINT)
+                    if pictured:
+                        self.write_pictures()
+            if not pictured and self.dist.is_main:
                 self.write_pictures()
         except KeyboardInterrupt:
             log.warning("interrupted: the last completed epoch (%d) is saved in %s; --resume continues",
                         self.epoch, self.out / CHECKPOINT)
             raise
         finally:
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
         return self.out
 
     def _roll_back(self, good: dict, reason: str) -> None:
@@ -191,25 +207,29 @@ class ALITrainer:
         sums: dict[str, torch.Tensor] = {}
         started, seen = time.perf_counter(), 0
         bar = tqdm(range(batches), desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False,
+                   disable=not self.dist.is_main,
                    dynamic_ncols=True)
         for i in bar:
             if self._done():
                 break
-            idx = order[i * bs:(i + 1) * bs]
+            # Every rank draws the same global batch and trains on its own contiguous share of it.
+            start = i * bs + self.dist.rank * self.local_batch
+            idx = order[start:start + self.local_batch]
             stats = train_step(self.ali, self.optimizers, self.x_train[idx], self.y_train[idx],
-                               cycle_x=cfg.optim.cycle_x, cycle_z=cfg.optim.cycle_z)
+                               cycle_x=cfg.optim.cycle_x, cycle_z=cfg.optim.cycle_z,
+                               players=self.players, discriminator=self.discriminator)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             self.step += 1
             seen += bs
             if (i + 1) % cfg.train.log_every == 0:
-                means = {k: (v / (i + 1)).item() for k, v in sums.items()}
+                means = {k: self.dist.mean(v / (i + 1)).item() for k, v in sums.items()}  # ranks agree
                 if cfg.guard.enabled and not all(math.isfinite(v) for v in means.values()):
                     raise Divergence(f"non-finite losses at step {self.step}")
                 bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
         bar.close()
         steps = max(1, i + 1 if batches else 1)
-        row = {k: (v / steps).item() for k, v in sums.items()}
+        row = {k: self.dist.mean(v / steps).item() for k, v in sums.items()}
         elapsed = time.perf_counter() - started
         row.update(seconds=elapsed, images_per_second=seen / max(elapsed, 1e-9), rollbacks=self.rollbacks)
         return row

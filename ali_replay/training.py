@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch import nn
 
 from ali_replay.ali import ALI
 from ali_replay.losses import cycle_loss, discriminator_loss, generator_loss
@@ -45,46 +46,73 @@ def make_optimizers(ali: ALI, optim_cfg) -> ALIOptimizers:
     )
 
 
+class Players(nn.Module):
+    """The encoder and decoder as one module, so that one update is one forward and one backward.
+
+    That is the shape DistributedDataParallel needs; on one process it is a plain view of the ALI.
+    """
+
+    def __init__(self, ali: ALI):
+        super().__init__()
+        self.encoder, self.decoder = ali.encoder, ali.decoder
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor, y: Optional[torch.Tensor], round_trip_x: bool,
+                round_trip_z: bool):
+        """Encode x, decode z, and (when asked) take each back through the other network."""
+        z_hat = self.encoder.sample(x, y)  # the pair (x, G_z(x))
+        x_tilde = self.decoder(z, y)  # the pair (G_x(z), z)
+        x_rec = self.decoder(z_hat, y) if round_trip_x else None
+        z_rec = self.encoder(x_tilde, y)[0] if round_trip_z else None
+        return z_hat, x_tilde, x_rec, z_rec
+
+
 def train_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional[torch.Tensor] = None,
-               cycle_x: float = 1.0, cycle_z: float = 1.0,
-               weight: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+               cycle_x: float = 1.0, cycle_z: float = 1.0, weight: Optional[torch.Tensor] = None,
+               players: Optional[nn.Module] = None, discriminator: Optional[nn.Module] = None
+               ) -> dict[str, torch.Tensor]:
     """One ALI update on a batch; returns detached loss tensors.
 
-    `weight` (one value per example) weights the real pairs, so that replayed and
-    current examples can count differently. An encoder-free model trains as a plain GAN.
+    `weight` (one value per example) weights the real pairs, so that replayed and current
+    examples can count differently. `players` and `discriminator` default to the ALI's own
+    networks; distributed training passes them wrapped in DistributedDataParallel.
+    An encoder-free model trains as a plain GAN.
     """
     if ali.encoder is None:
         return _gan_step(ali, optimizers, x, y, weight)
     y = y if ali.conditional else None
-    discriminator = ali.discriminator
+    players = players or Players(ali)
+    discriminator = discriminator or ali.discriminator
+    n = x.shape[0]
 
-    z = ali.prior(x.shape[0])
-    z_hat = ali.encoder.sample(x, y)  # encode: the pair (x, G_z(x))
-    x_tilde = ali.decoder(z, y)  # decode: the pair (G_x(z), z)
+    # Encode the data and decode the prior (plus the round trips the cycle terms compare).
+    z = ali.prior(n)
+    z_hat, x_tilde, x_rec, z_rec = players(x, z, y, bool(cycle_x), bool(cycle_z))
 
-    # 1) Discriminator: tell encoder pairs (real) from decoder pairs (fake).
-    real = discriminator(x, z_hat.detach(), y)
-    fake = discriminator(x_tilde.detach(), z, y)
+    # 1) Discriminator: tell encoder pairs (real) from decoder pairs (fake), both scored in one pass.
+    pair_y = None if y is None else torch.cat([y, y])
+    logits = discriminator(torch.cat([x, x_tilde.detach()]), torch.cat([z_hat.detach(), z]), pair_y)
+    real, fake = logits[:n], logits[n:]
     loss_d = discriminator_loss(real, fake, weight)
     optimizers.d.zero_grad(set_to_none=True)
     loss_d.backward()
     optimizers.d.step()
 
     # 2) Encoder and decoder: fool the updated discriminator, and stay each other's inverse.
-    discriminator.requires_grad_(False)  # no parameter gradients for D in this step
-    loss_adv = generator_loss(discriminator(x, z_hat, y), discriminator(x_tilde, z, y), weight)
+    ali.discriminator.requires_grad_(False)  # no parameter gradients for D in this step
+    logits = ali.discriminator(torch.cat([x, x_tilde]), torch.cat([z_hat, z]), pair_y)
+    loss_adv = generator_loss(logits[:n], logits[n:], weight)
     loss_g = loss_adv
     stats = {}
     if cycle_x:
-        stats["cycle_x"] = cycle_loss(x, ali.decoder(z_hat, y), weight)
+        stats["cycle_x"] = cycle_loss(x, x_rec, weight)
         loss_g = loss_g + cycle_x * stats["cycle_x"]
     if cycle_z:
-        stats["cycle_z"] = cycle_loss(z, ali.encoder(x_tilde, y)[0])
+        stats["cycle_z"] = cycle_loss(z, z_rec)
         loss_g = loss_g + cycle_z * stats["cycle_z"]
     optimizers.g.zero_grad(set_to_none=True)
     loss_g.backward()
     optimizers.g.step()
-    discriminator.requires_grad_(True)
+    ali.discriminator.requires_grad_(True)
 
     stats.update(loss_d=loss_d, loss_g=loss_adv, d_real=torch.sigmoid(real).mean(),
                  d_fake=torch.sigmoid(fake).mean())
