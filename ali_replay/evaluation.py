@@ -71,6 +71,12 @@ def encode_all(ali: ALI, x: torch.Tensor, y: Optional[torch.Tensor] = None, batc
 
 
 @torch.no_grad()
+def encoder_hidden(ali: ALI, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The encoder's last shared hidden layer (before the label and the latent head), in batches."""
+    return torch.cat([ali.encoder.trunk(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
 def reconstruct_all(ali: ALI, x: torch.Tensor, y: Optional[torch.Tensor] = None,
                     batch_size: int = 512) -> torch.Tensor:
     """Reconstructions of many images, in batches."""
@@ -113,6 +119,8 @@ def evaluate_ali(ali: ALI, cfg, device: torch.device) -> dict:
     z_test = encode_all(ali, x_test, y_test).cpu().numpy()
     ytr, yte = y_train[idx_t].cpu().numpy(), y_test.cpu().numpy()
     latent_acc = linear_probe(z_train, ytr, z_test, yte)
+    hidden_acc = linear_probe(encoder_hidden(ali, x_train[idx_t]).cpu().numpy(), ytr,
+                              encoder_hidden(ali, x_test).cpu().numpy(), yte)
     pixel_acc = linear_probe(x_train[idx_t].flatten(1).cpu().numpy(), ytr, x_test.flatten(1).cpu().numpy(), yte)
 
     judge = train_judge(x_train, y_train, data.num_classes, seed=cfg.seed)
@@ -130,6 +138,7 @@ def evaluate_ali(ali: ALI, cfg, device: torch.device) -> dict:
         "recon_mse": mse,
         "linear_probe_acc": latent_acc,
         "pixel_probe_acc": pixel_acc,
+        "encoder_hidden_probe_acc": hidden_acc,
         "probe_train_examples": len(idx),
         "labels_per_class": cfg.eval.labels_per_class,
         "judge_test_acc": judge_acc,
