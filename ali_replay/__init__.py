@@ -1,4 +1,9 @@
 """ALI (Adversarially Learned Inference) as a generative replay component for continual learning."""
+import warnings
+
+# Avalanche's import warns about optional quadratic-programming solvers that nothing here uses.
+warnings.filterwarnings("ignore", message="no QP solver found")
+
 from ali_replay.ali import ALI, build_ali
 from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.data import DataSplits, ImageDataset, load_dataset

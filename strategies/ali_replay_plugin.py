@@ -1,0 +1,575 @@
+"""Generative replay with an ALI: wake (replay while learning) and sleep (refresh latent statistics)."""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from avalanche.core import SupervisedPlugin
+from avalanche.models.utils import avalanche_forward
+from torch.utils.data import DataLoader
+
+from ali_replay.ali import ALI
+from ali_replay.config import OptimConfig
+from ali_replay.errors import ConfigError, ShapeError
+from ali_replay.latent_memory import LatentMemory
+from ali_replay.training import make_optimizers, train_step
+from strategies._common import as_config, check_choice, experience_groups, module_nbytes
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("prior", "class_latent", "latent_memory", "conditional")
+LABEL_MODES = ("stored", "solver_soft", "solver_hard")
+WEIGHTINGS = ("inverse_t", "concat")
+COVARIANCES = ("diag", "full")
+
+MAX_DEFAULT_REPLAY = 10000  # default replay set: as many as real examples, at most this many
+GENERATION_BATCH = 512  # examples decoded / labelled per no-grad batch
+REFRESH_SAMPLES = 1000  # draws per old class when refitting its Gaussian in the sleep phase
+PREVIEW_SIZE = 64
+_MASKED = -1e4  # a logit that softmax turns into an exact zero without inf arithmetic
+
+
+@dataclass
+class ReplaySet:
+    """Generated examples of one experience, made once before it starts (no autograd history)."""
+
+    images: torch.Tensor  # N x C x H x W in [0, 1]
+    targets: torch.Tensor  # N int64 hard labels, or N x K teacher logits (solver_soft)
+    classes: torch.Tensor  # N int64 class each example stands for (the ALI's condition)
+    tasks: torch.Tensor  # N int64 task label of each example
+    kd_mask: Optional[torch.Tensor] = None  # N x K bool: classes the distillation runs over
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def take(self, idx: torch.Tensor) -> "ReplaySet":
+        """The examples at `idx`."""
+        return ReplaySet(self.images[idx], self.targets[idx], self.classes[idx], self.tasks[idx],
+                         None if self.kd_mask is None else self.kd_mask[idx])
+
+    @property
+    def soft(self) -> bool:
+        """Whether the targets are teacher logits."""
+        return self.targets.ndim == 2
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)) over the classes in `mask`, batch mean.
+
+    Teacher logits narrower than the student's (a classifier that grew since) count
+    as zero probability for the missing classes.
+    """
+    width = student_logits.shape[1]
+    if teacher_logits.shape[1] < width:
+        pad = teacher_logits.new_full((teacher_logits.shape[0], width - teacher_logits.shape[1]), _MASKED)
+        teacher_logits = torch.cat([teacher_logits, pad], 1)
+    teacher_logits = teacher_logits[:, :width]
+    mask = _fit_width(mask, width)
+    log_p = F.log_softmax(teacher_logits.masked_fill(~mask, _MASKED) / temperature, 1)
+    log_q = F.log_softmax(student_logits.masked_fill(~mask, _MASKED) / temperature, 1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(1)
+    return kl.mean() * temperature ** 2
+
+
+@torch.no_grad()
+def refresh_codes(old_decoder: torch.nn.Module, ali: ALI, codes: torch.Tensor,
+                  classes: Optional[torch.Tensor] = None, device=None) -> torch.Tensor:
+    """Codes of the old latent space mapped into the new one: new_encoder(old_decoder(z)), posterior means.
+
+    The old decoder turns each code into the image it stood for; the current encoder
+    gives that image's code in the current latent space. Runs in eval mode, in
+    batches, without autograd history; returns float32 codes on the CPU.
+    """
+    device = device if device is not None else ali.device
+    cond = ali.conditional
+    modes = (old_decoder.training, ali.training)
+    old_decoder.eval()
+    ali.eval()
+    out = []
+    for start in range(0, len(codes), GENERATION_BATCH):
+        z = codes[start:start + GENERATION_BATCH].to(device, torch.float32)
+        y = classes[start:start + GENERATION_BATCH].to(device) if cond else None
+        out.append(ali.encode(old_decoder(z, y), y).float().cpu())
+    old_decoder.train(modes[0])
+    ali.train(modes[1])
+    return torch.cat(out) if out else torch.empty(0, ali.latent_dim)
+
+
+def _fit_width(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """A class mask cut or padded (with False) to `width` columns."""
+    if mask.shape[1] >= width:
+        return mask[:, :width]
+    return torch.cat([mask, mask.new_zeros(mask.shape[0], width - mask.shape[1])], 1)
+
+
+class ALIReplayPlugin(SupervisedPlugin):
+    """Generative replay from an ALI for any SupervisedTemplate (wake: replay; sleep: refresh).
+
+    Wake (every experience after the first): a replay set is generated once, before
+    the experience, under no_grad; each iteration draws a replay mini-batch from it and
+    the solver's loss becomes ``(1/t) * current + (1 - 1/t) * replay`` (t = experiences
+    seen, this one included; ``weighting="inverse_t"``) or the replay batch joins the
+    mini-batch (``"concat"``). ``current`` is `strategy.loss` as it stands when this
+    plugin's `before_backward` runs. After each solver update the ALI takes
+    `ali_steps_per_iteration` steps with its own two Adam optimizers on the real
+    mini-batch plus replay (weighted the same way); in the first experience it sees
+    real data only.
+
+    Sleep (after each experience): the latent statistics of the source are carried
+    into the new latent space (old codes decoded by the frozen previous decoder and
+    re-encoded by the new encoder) and the new classes' codes are added.
+
+    Sources: ``prior`` (z ~ N(0, I), labels from the previous solver), ``class_latent``
+    (a Gaussian per class over encoder codes), ``latent_memory`` (stored codes in a
+    byte budget), ``conditional`` (a class-conditional ALI decoding prior codes).
+    Labels: ``stored`` (the source's class), ``solver_soft`` (distillation from the
+    previous solver at `temperature`), ``solver_hard`` (its argmax over old classes).
+
+    Other arguments: `optim_cfg` (OptimConfig or mapping: the ALI's learning rates,
+    betas and cycle weights), `replay_size` (replay set size; None: as many as the
+    experience's real examples, at most 10000), `replay_batch_size` (None: the
+    strategy's train_mb_size), `memory_bytes` (latent_memory's budget), `covariance`
+    (class_latent: ``diag`` or ``full``), `latent_scale` (spread of class_latent /
+    prior draws: < 1 trades diversity for fidelity), `ali_steps_per_iteration`,
+    `ali_epochs` (ALI passes per experience; None: one step per solver iteration;
+    fewer than the solver's epochs stop it early, more add ALI-only epochs before the
+    sleep), `pure_replay_epochs` (solver epochs on class-balanced replay of every class
+    seen, after the sleep; stored labels only), `seed` (replay sampling).
+    """
+
+    def __init__(self, ali: ALI, optim_cfg: Any = None, source: str = "class_latent", labels: str = "stored",
+                 replay_size: Optional[int] = None, replay_batch_size: Optional[int] = None,
+                 weighting: str = "inverse_t", temperature: float = 2.0, memory_bytes: int = 200_000,
+                 covariance: str = "diag", latent_scale: float = 1.0, ali_steps_per_iteration: int = 1,
+                 ali_epochs: Optional[int] = None, pure_replay_epochs: int = 0, seed: int = 0):
+        super().__init__()
+        self.source = check_choice("source", source, SOURCES)
+        self.labels = check_choice("labels", labels, LABEL_MODES)
+        self.weighting = check_choice("weighting", weighting, WEIGHTINGS)
+        self.covariance = check_choice("covariance", covariance, COVARIANCES)
+        if not isinstance(ali, ALI):
+            raise ConfigError(f"ali must be an ali_replay.ali.ALI, got {type(ali).__name__}")
+        if source == "prior" and labels == "stored":
+            raise ConfigError("source=prior with labels=stored is invalid: prior samples carry no labels; "
+                              "use labels=solver_soft or labels=solver_hard")
+        if source == "conditional" and not ali.conditional:
+            raise ConfigError("source=conditional needs a class-conditional ALI (model.conditional=true); "
+                              "valid sources for this ALI: prior, class_latent, latent_memory")
+        if source in ("class_latent", "latent_memory") and ali.encoder is None:
+            raise ConfigError(f"source={source} needs an encoder, and this ALI is encoder-free; "
+                              "use source=prior or source=conditional")
+        if pure_replay_epochs and labels != "stored":
+            raise ConfigError("pure_replay_epochs needs labels=stored (replay of every class seen, "
+                              "the current ones included, which no previous solver can label)")
+        for name, value, low in (("replay_size", replay_size, 1), ("replay_batch_size", replay_batch_size, 1),
+                                 ("ali_epochs", ali_epochs, 0)):
+            if value is not None and int(value) < low:
+                raise ConfigError(f"{name} must be >= {low} or null, got {value}")
+        for name, value in (("ali_steps_per_iteration", ali_steps_per_iteration),
+                            ("pure_replay_epochs", pure_replay_epochs), ("memory_bytes", memory_bytes)):
+            if int(value) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        if not latent_scale > 0:
+            raise ConfigError(f"latent_scale must be > 0, got {latent_scale}")
+
+        self.ali = ali
+        self.optim_cfg = as_config(OptimConfig, optim_cfg, where="optim_cfg")
+        self.optimizers = make_optimizers(ali, self.optim_cfg)
+        self.replay_size = replay_size
+        self.replay_batch_size = replay_batch_size
+        self.temperature = float(temperature)
+        self.latent_scale = float(latent_scale)
+        self.memory_budget = int(memory_bytes)
+        self.ali_steps_per_iteration = int(ali_steps_per_iteration)
+        self.ali_epochs = ali_epochs
+        self.pure_replay_epochs = int(pure_replay_epochs)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+        self.memory = LatentMemory(ali.latent_dim, self.memory_budget, seed) if source == "latent_memory" else None
+        self.groups: list[tuple[int, int]] = []  # (class, task) pairs seen, in order of arrival
+        self.gaussians: dict[int, dict[str, torch.Tensor]] = {}  # group -> mean and var / cov (class_latent)
+        self.experiences_seen = 0
+        self.replay: Optional[ReplaySet] = None
+        self.last_replay: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.last_losses: dict[str, torch.Tensor] = {}
+        self.last_ali_stats: dict[str, torch.Tensor] = {}
+        self._old_groups: list[tuple[int, int]] = []
+        self._prev_decoder: Optional[torch.nn.Module] = None
+        self._solver: Optional[torch.nn.Module] = None
+        self._device = torch.device("cpu")
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+        self._epoch = 0
+        self._real: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.replay_batch: Optional[ReplaySet] = None
+        self._shape_checked = False
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def needs_solver_labels(self) -> bool:
+        """Whether replay labels come from a frozen copy of the previous solver."""
+        return self.labels != "stored"
+
+    def seen_classes(self) -> list[int]:
+        """Classes seen so far (sorted)."""
+        return sorted({c for c, _ in self.groups})
+
+    def memory_bytes(self) -> int:
+        """Bytes the method holds besides the solver.
+
+        ALI weights (all parameters and buffers, discriminator included), stored codes,
+        Gaussian statistics, and the frozen previous-solver copy when labels come from
+        it. The frozen copy of the previous decoder used within an experience by the
+        sleep refresh is not counted (as Avalanche's frozen generator copy is not).
+        """
+        total = module_nbytes(self.ali)
+        if self.memory is not None:
+            total += self.memory.nbytes
+        total += sum(t.numel() * t.element_size() for stats in self.gaussians.values() for t in stats.values())
+        if self.needs_solver_labels:
+            total += module_nbytes(self._solver)
+        return total
+
+    # ------------------------------------------------------------------ callbacks
+    def before_training(self, strategy, *args, **kwargs):
+        """Move the ALI to the strategy's device and remember the solver (for byte counts)."""
+        self._device = torch.device(strategy.device)
+        self.ali.to(self._device)
+        self._solver = strategy.model
+
+    def before_training_exp(self, strategy, *args, **kwargs):
+        """Freeze the previous decoder and solver and generate this experience's replay set."""
+        self.experiences_seen += 1
+        self._epoch = 0
+        self._old_groups = list(self.groups)
+        current = experience_groups(strategy.experience)
+        for group in current:
+            if group not in self.groups:
+                self.groups.append(group)
+        self.replay = None
+        if not self._old_groups:
+            return
+        if self.source in ("class_latent", "latent_memory"):
+            self._prev_decoder = copy.deepcopy(self.ali.decoder).eval().requires_grad_(False)
+        teacher = None
+        if self.needs_solver_labels:
+            teacher = copy.deepcopy(strategy.model).eval().requires_grad_(False)
+        n = self.replay_size or min(len(strategy.experience.dataset), MAX_DEFAULT_REPLAY)
+        self.replay = self._generate(n, self._old_groups, teacher)
+        del teacher  # labels are computed; the copy is not needed during the experience
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+        logger.info("experience %d: %d replay examples of %d old classes (source=%s, labels=%s)",
+                    self.experiences_seen, len(self.replay), len(self._old_groups), self.source, self.labels)
+
+    def before_training_epoch(self, strategy, *args, **kwargs):
+        """Count epochs, so that the ALI trains only during its first `ali_epochs`."""
+        self._epoch += 1
+
+    def before_training_iteration(self, strategy, *args, **kwargs):
+        """Keep the real mini-batch for the ALI and draw this iteration's replay mini-batch."""
+        mbatch = strategy.mbatch
+        if not self._shape_checked:
+            self._check_shape(mbatch[0])
+        self._real = (mbatch[0], mbatch[1])
+        self.replay_batch = None
+        if self.replay is None:
+            return
+        size = self.replay_batch_size or strategy.train_mb_size
+        self.replay_batch = self.replay.take(self._next_indices(size))
+        if self.weighting == "concat" and not self.replay_batch.soft:
+            # Hard labels join the mini-batch: the template's own criterion (and metrics) see them.
+            mbatch[0] = torch.cat([mbatch[0], self.replay_batch.images])
+            mbatch[1] = torch.cat([mbatch[1], self.replay_batch.targets.to(mbatch[1].dtype)])
+            if len(mbatch) >= 3:
+                mbatch[-1] = torch.cat([mbatch[-1], self.replay_batch.tasks.to(mbatch[-1].dtype)])
+
+    def before_backward(self, strategy, *args, **kwargs):
+        """Combine the current loss with the replay loss computed on the replay mini-batch."""
+        batch = self.replay_batch
+        if batch is None or (self.weighting == "concat" and not batch.soft):
+            return
+        current = strategy.loss
+        replay = self.replay_loss(strategy.model, batch)
+        if self.weighting == "inverse_t":
+            t = self.experiences_seen
+            strategy.loss = current / t + (1.0 - 1.0 / t) * replay
+        else:
+            # concat with soft targets: the example-weighted mean a concatenated batch would give.
+            n_cur, n_rep = len(self._real[0]), len(batch)
+            strategy.loss = (n_cur * current + n_rep * replay) / (n_cur + n_rep)
+        self.last_losses = {"current": current.detach(), "replay": replay.detach(),
+                            "total": strategy.loss.detach()}
+
+    def after_training_iteration(self, strategy, *args, **kwargs):
+        """Update the ALI on the real mini-batch plus its own replay."""
+        if self.ali_epochs is not None and self._epoch > self.ali_epochs:
+            return
+        x, y = self._real
+        for step in range(self.ali_steps_per_iteration):
+            batch = self.replay_batch
+            if step > 0 and self.replay is not None:
+                batch = self.replay.take(self._next_indices(len(batch)))
+            self._ali_step(x, y, batch)
+
+    def after_training_exp(self, strategy, *args, **kwargs):
+        """Extra ALI epochs if asked, then the sleep refresh, then optional pure-replay solver epochs."""
+        extra = (self.ali_epochs or 0) - strategy.train_epochs
+        if extra > 0:
+            self._extra_ali_epochs(strategy, extra)
+        self.sleep(strategy)
+        if self.pure_replay_epochs:
+            self._pure_replay(strategy)
+        self.replay = None
+        self.replay_batch = None
+        self._real = None
+        self._prev_decoder = None
+
+    # ------------------------------------------------------------------ losses
+    def replay_loss(self, model: torch.nn.Module, batch: ReplaySet) -> torch.Tensor:
+        """The solver's loss on a replay batch: cross-entropy on hard labels, or distillation."""
+        output = avalanche_forward(model, batch.images, batch.tasks)
+        if batch.soft:
+            return distillation_loss(output, batch.targets, batch.kd_mask, self.temperature)
+        return F.cross_entropy(output, batch.targets)
+
+    def ali_weights(self, n_real: int, n_replay: int) -> Optional[torch.Tensor]:
+        """Per-example weights giving real and replayed pairs the solver's 1/t and 1 - 1/t."""
+        if self.weighting != "inverse_t" or n_replay == 0:
+            return None
+        t = self.experiences_seen
+        w_real = torch.full((n_real,), (1.0 / t) / n_real)
+        w_replay = torch.full((n_replay,), (1.0 - 1.0 / t) / n_replay)
+        return torch.cat([w_real, w_replay]).to(self._device)
+
+    def _ali_step(self, x: torch.Tensor, y: torch.Tensor, batch: Optional[ReplaySet]) -> None:
+        """One ALI update (`ali_replay.training.train_step`) on real data plus a replay batch."""
+        weight = None
+        if batch is not None:
+            weight = self.ali_weights(len(x), len(batch))
+            x = torch.cat([x, batch.images])
+            y = torch.cat([y.to(batch.classes.dtype), batch.classes])
+        self.ali.train()
+        self.last_ali_stats = train_step(self.ali, self.optimizers, x, y if self.ali.conditional else None,
+                                         self.optim_cfg.cycle_x, self.optim_cfg.cycle_z, weight)
+
+    # ------------------------------------------------------------------ replay generation
+    def _next_indices(self, size: int) -> torch.Tensor:
+        """The next `size` replay indices, walking through reshuffled passes over the set."""
+        picks = []
+        while size > 0:
+            if self._cursor >= len(self._order):
+                self._order = torch.randperm(len(self.replay), generator=self.generator)
+                self._cursor = 0
+            take = self._order[self._cursor:self._cursor + size]
+            self._cursor += len(take)
+            size -= len(take)
+            picks.append(take)
+        return torch.cat(picks).to(self._device)
+
+    def _balanced_groups(self, n: int, groups: list[int]) -> torch.Tensor:
+        """n group indices, an equal count for each group (the remainder to random ones)."""
+        counts = torch.full((len(groups),), n // len(groups), dtype=torch.long)
+        counts[torch.randperm(len(groups), generator=self.generator)[: n - int(counts.sum())]] += 1
+        return torch.repeat_interleave(torch.as_tensor(groups, dtype=torch.long), counts)
+
+    def _sample_codes(self, n: int, groups: list[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """n latent codes and their group indices (None when the source knows no classes)."""
+        if self.source == "latent_memory":
+            codes, group_idx = self.memory.sample(n, self.generator)
+            return codes, group_idx
+        if self.source == "class_latent":
+            group_idx = self._balanced_groups(n, groups)
+            codes = torch.empty(n, self.ali.latent_dim)
+            for g in groups:
+                rows = torch.nonzero(group_idx == g).flatten()
+                codes[rows] = self._gaussian_sample(self.gaussians[g], len(rows), self.latent_scale)
+            return codes, group_idx
+        codes = self.latent_scale * torch.randn(n, self.ali.latent_dim, generator=self.generator)
+        if self.source == "conditional":
+            return codes, self._balanced_groups(n, groups)
+        return codes, None
+
+    def _gaussian_sample(self, stats: dict[str, torch.Tensor], n: int, scale: float = 1.0) -> torch.Tensor:
+        """n draws from a class Gaussian (diagonal or full covariance), spread scaled by `scale`."""
+        eps = scale * torch.randn(n, stats["mean"].shape[0], generator=self.generator)
+        if "cov" in stats:
+            return stats["mean"] + eps @ torch.linalg.cholesky(stats["cov"]).T
+        return stats["mean"] + eps * stats["var"].sqrt()
+
+    @torch.no_grad()
+    def _decode(self, decoder: torch.nn.Module, codes: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
+        """Decode codes in batches, in eval mode, without autograd history."""
+        was_training = decoder.training
+        decoder.eval()
+        out = []
+        for start in range(0, len(codes), GENERATION_BATCH):
+            z = codes[start:start + GENERATION_BATCH].to(self._device)
+            y = classes[start:start + GENERATION_BATCH].to(self._device) if self.ali.conditional else None
+            out.append(decoder(z, y))
+        decoder.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, *self.ali.shape, device=self._device)
+
+    @torch.no_grad()
+    def _encode(self, images: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
+        """Posterior means of the current encoder, in batches, in eval mode (on the CPU)."""
+        was_training = self.ali.training
+        self.ali.eval()
+        out = []
+        for start in range(0, len(images), GENERATION_BATCH):
+            x = images[start:start + GENERATION_BATCH].to(self._device)
+            y = classes[start:start + GENERATION_BATCH].to(self._device) if self.ali.conditional else None
+            out.append(self.ali.encode(x, y).float().cpu())
+        self.ali.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.ali.latent_dim)
+
+    @torch.no_grad()
+    def _generate(self, n: int, groups: list[tuple[int, int]], teacher: Optional[torch.nn.Module]) -> ReplaySet:
+        """A replay set of n examples of the given (class, task) groups, made under no_grad."""
+        group_ids = [self.groups.index(g) for g in groups]
+        codes, group_idx = self._sample_codes(n, group_ids)
+        group_class = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)
+        group_task = torch.as_tensor([t for _, t in self.groups], dtype=torch.long)
+        if group_idx is None:
+            # Prior codes: pick the task (and the condition of a conditional ALI) uniformly.
+            group_idx = torch.as_tensor(group_ids)[torch.randint(len(group_ids), (n,), generator=self.generator)]
+        classes, tasks = group_class[group_idx], group_task[group_idx]
+        images = self._decode(self.ali.decoder, codes, classes)
+        targets, kd_mask, hard = classes, None, classes
+        if teacher is not None:
+            targets, kd_mask, hard = self._teacher_labels(teacher, images, tasks, groups)
+            if self.source == "prior" and not self.ali.conditional:
+                classes = hard  # no condition was used: the class is the teacher's verdict
+        order = torch.randperm(n, generator=self.generator).to(self._device)  # mixed classes
+        replay = ReplaySet(images, targets.to(self._device), classes.to(self._device), tasks.to(self._device),
+                           None if kd_mask is None else kd_mask.to(self._device)).take(order)
+        self.last_replay = (replay.images[:PREVIEW_SIZE].cpu(), hard.to(self._device)[order][:PREVIEW_SIZE].cpu())
+        return replay
+
+    def _class_mask(self, groups: list[tuple[int, int]], tasks: torch.Tensor, width: int) -> torch.Tensor:
+        """Per example, the classes of its task among `groups` (N x width bool)."""
+        mask = torch.zeros(len(tasks), width, dtype=torch.bool)
+        for c, t in groups:
+            if c < width:
+                mask[tasks.cpu() == t, c] = True
+        return mask
+
+    @torch.no_grad()
+    def _teacher_labels(self, teacher: torch.nn.Module, images: torch.Tensor, tasks: torch.Tensor,
+                        old_groups: list[tuple[int, int]]) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """The previous solver's targets: (hard labels or logits, distillation mask, hard labels).
+
+        Hard labels are the argmax over the old classes of the example's task: the
+        previous solver never learnt the current ones.
+        """
+        logits = torch.cat([
+            avalanche_forward(teacher, images[s:s + GENERATION_BATCH], tasks[s:s + GENERATION_BATCH].to(self._device))
+            for s in range(0, len(images), GENERATION_BATCH)
+        ]).float()
+        old_mask = self._class_mask(old_groups, tasks, logits.shape[1]).to(self._device)
+        hard = logits.masked_fill(~old_mask, float("-inf")).argmax(1)
+        if self.labels == "solver_hard":
+            return hard, None, hard
+        # Distil over every class seen so far: the teacher's (near-zero) scores for the
+        # current classes tell the student that replayed examples are not of those classes.
+        width = max(logits.shape[1], max(c for c, _ in self.groups) + 1)
+        return logits, self._class_mask(self.groups, tasks, width), hard
+
+    # ------------------------------------------------------------------ sleep
+    def sleep(self, strategy) -> None:
+        """Carry old latent statistics into the new latent space and add the new classes'."""
+        if self.source not in ("class_latent", "latent_memory"):
+            return
+        images, classes, tasks = self._experience_tensors(strategy.experience)
+        group_of = {g: i for i, g in enumerate(self.groups)}
+        group_idx = torch.as_tensor([group_of[(int(c), int(t))] for c, t in zip(classes, tasks)], dtype=torch.long)
+        group_class = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)
+        codes = self._encode(images, classes)
+        if self.source == "latent_memory":
+            if len(self.memory) and self._prev_decoder is not None:
+                old_classes = group_class[self.memory.labels.long()]
+                self.memory.replace_codes(self._refresh(self.memory.codes.float(), old_classes))
+            self.memory.add(codes, group_idx)
+            return
+        refreshed: dict[int, torch.Tensor] = {}
+        if self._prev_decoder is not None:
+            for g, stats in self.gaussians.items():
+                z_old = self._gaussian_sample(stats, max(REFRESH_SAMPLES, 4 * self.ali.latent_dim))
+                refreshed[g] = self._refresh(z_old, group_class[g].expand(len(z_old)))
+        for g in torch.unique(group_idx).tolist():
+            new = codes[group_idx == g]
+            refreshed[g] = torch.cat([refreshed[g], new]) if g in refreshed else new
+        self.gaussians = {g: self._fit_gaussian(z) for g, z in sorted(refreshed.items())}
+
+    def _refresh(self, codes: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
+        """Old codes carried into the new latent space (see `refresh_codes`)."""
+        return refresh_codes(self._prev_decoder, self.ali, codes, classes, self._device)
+
+    def _fit_gaussian(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mean and variance (or covariance) of codes, with a small floor for stability."""
+        mean = codes.mean(0)
+        if self.covariance == "full":
+            if len(codes) < 2:
+                return {"mean": mean, "cov": 1e-3 * torch.eye(len(mean))}
+            return {"mean": mean, "cov": torch.cov(codes.T) + 1e-4 * torch.eye(len(mean))}
+        var = codes.var(0, unbiased=len(codes) > 1) if len(codes) > 1 else torch.full_like(mean, 1e-3)
+        return {"mean": mean, "var": var.clamp_min(1e-6)}
+
+    @torch.no_grad()
+    def _experience_tensors(self, experience) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All images (eval transforms), labels and task labels of an experience."""
+        dataset = experience.dataset.eval()
+        loader = DataLoader(dataset, batch_size=GENERATION_BATCH, shuffle=False,
+                            collate_fn=getattr(dataset, "collate_fn", None))
+        xs, ys, ts = [], [], []
+        for batch in loader:
+            xs.append(batch[0])
+            ys.append(torch.as_tensor(batch[1]).long())
+            ts.append(torch.as_tensor(batch[-1]).long() if len(batch) >= 3 else torch.zeros_like(ys[-1]))
+        return torch.cat(xs), torch.cat(ys), torch.cat(ts)
+
+    # ------------------------------------------------------------------ extra phases
+    def _extra_ali_epochs(self, strategy, epochs: int) -> None:
+        """ALI-only passes over the experience (plus replay) after the solver's epochs."""
+        dataset = strategy.experience.dataset.train()
+        size = strategy.train_mb_size
+        loader = DataLoader(dataset, batch_size=size, shuffle=True, collate_fn=getattr(dataset, "collate_fn", None),
+                            generator=torch.Generator().manual_seed(self.seed + self.experiences_seen))
+        for _ in range(epochs):
+            for batch in loader:
+                x, y = batch[0].to(self._device), torch.as_tensor(batch[1]).long().to(self._device)
+                for _ in range(max(1, self.ali_steps_per_iteration)):
+                    replay = None
+                    if self.replay is not None:
+                        replay = self.replay.take(self._next_indices(self.replay_batch_size or size))
+                    self._ali_step(x, y, replay)
+
+    def _pure_replay(self, strategy) -> None:
+        """Solver epochs on class-balanced replay of every class seen so far (after the sleep)."""
+        n = self.replay_size or min(len(strategy.experience.dataset), MAX_DEFAULT_REPLAY)
+        replay = self._generate(n, list(self.groups), None)
+        model, size = strategy.model, strategy.train_mb_size
+        model.train()
+        for _ in range(self.pure_replay_epochs):
+            order = torch.randperm(len(replay), generator=self.generator).to(self._device)
+            for start in range(0, len(replay), size):
+                batch = replay.take(order[start:start + size])
+                strategy.optimizer.zero_grad()
+                loss = self.replay_loss(model, batch)
+                loss.backward()
+                strategy.optimizer.step()
+
+    def _check_shape(self, x: torch.Tensor) -> None:
+        """Fail early when the ALI's image shape differs from the data's."""
+        if tuple(x.shape[1:]) != tuple(self.ali.shape):
+            raise ShapeError(f"the ALI generates images of shape {tuple(self.ali.shape)} but the stream's "
+                             f"images are {tuple(x.shape[1:])}; build the ALI for the data's shape")
+        self._shape_checked = True

@@ -1,0 +1,105 @@
+"""Tiny split-digits streams, small ALIs and solvers for the strategy tests."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from avalanche.benchmarks.scenarios.deprecated.generators import nc_benchmark
+from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+from avalanche.training.plugins import EvaluationPlugin
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+
+from ali_replay.ali import build_ali
+from ali_replay.config import ModelConfig
+
+SHAPE = (1, 8, 8)
+PER_CLASS = 40  # training images per class in the tiny streams: 80 per experience
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """All sklearn digits as float images in [0, 1] (N x 1 x 8 x 8) and int64 labels."""
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    return x, torch.tensor(data.target, dtype=torch.long)
+
+
+@pytest.fixture(scope="session")
+def digit_classifier(digits):
+    """A logistic regression on real digits (the first 1400), to recognise generated ones."""
+    x, y = digits
+    return LogisticRegression(max_iter=2000).fit(x[:1400].flatten(1).numpy(), y[:1400].numpy())
+
+
+def _subset(x, y, per_class):
+    """The first `per_class` examples of each class."""
+    keep = torch.cat([torch.nonzero(y == c).flatten()[:per_class] for c in range(10)])
+    return x[keep], y[keep]
+
+
+def make_stream(digits, task_labels=False, per_class=PER_CLASS, n_experiences=5):
+    """Split digits: 2 classes per experience in the order 0..9."""
+    x, y = digits
+    train = _make_taskaware_tensor_classification_dataset(*_subset(x[:1400], y[:1400], per_class))
+    test = _make_taskaware_tensor_classification_dataset(*_subset(x[1400:], y[1400:], 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nc_benchmark(train, test, n_experiences, task_labels=task_labels, seed=0,
+                            fixed_class_order=list(range(10)))
+
+
+@pytest.fixture(scope="session")
+def stream(digits):
+    """Class-incremental split digits, 5 experiences of 2 classes, 80 training images each."""
+    return make_stream(digits)
+
+
+@pytest.fixture(scope="session")
+def task_stream(digits):
+    """The same split with task labels 0..4 (task-incremental)."""
+    return make_stream(digits, task_labels=True)
+
+
+def small_ali(conditional=False, encoder=True, latent_dim=4, hidden=32):
+    """A tiny mlp ALI for 8x8 digits."""
+    cfg = ModelConfig(latent_dim=latent_dim, hidden=hidden, conditional=conditional)
+    return build_ali(SHAPE, cfg, num_classes=10, encoder=encoder)
+
+
+def small_solver(hidden=32):
+    """A tiny MLP classifier over 10 classes."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, hidden), torch.nn.ReLU(),
+                               torch.nn.Linear(hidden, 10))
+
+
+def silent_evaluator():
+    """An evaluator that computes nothing and prints nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return EvaluationPlugin(loggers=[])
+
+
+@pytest.fixture
+def make_ali():
+    """Factory of tiny ALIs (seeded by the caller)."""
+    return small_ali
+
+
+@pytest.fixture
+def make_solver():
+    """Factory of tiny solvers."""
+    return small_solver
+
+
+@pytest.fixture
+def evaluator():
+    """Factory of silent evaluators."""
+    return silent_evaluator
+
+
+@pytest.fixture(scope="session")
+def stream_factory(digits):
+    """make_stream bound to the digits."""
+    return lambda **kw: make_stream(digits, **kw)

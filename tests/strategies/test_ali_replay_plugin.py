@@ -1,0 +1,253 @@
+"""ALIReplayPlugin inside Avalanche's Naive on tiny split-digits streams."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from avalanche.core import SupervisedPlugin
+from avalanche.training import Naive
+
+from ali_replay.errors import ConfigError
+from strategies._common import module_nbytes
+from strategies.ali_replay_plugin import LABEL_MODES, SOURCES, ALIReplayPlugin, distillation_loss
+
+
+class Recorder(SupervisedPlugin):
+    """Placed after the ALI plugin: keeps each experience's replay set and checks the loss by hand."""
+
+    def __init__(self, plugin):
+        super().__init__()
+        self.plugin = plugin
+        self.replays = []
+        self.batch_sizes = []
+        self.checks = []
+
+    def before_training_epoch(self, strategy, **kwargs):
+        if strategy.clock.train_exp_epochs == 0:
+            self.replays.append(self.plugin.replay)
+
+    def before_forward(self, strategy, **kwargs):
+        self.batch_sizes.append(len(strategy.mb_x))
+
+    def before_backward(self, strategy, **kwargs):
+        batch = self.plugin.replay_batch
+        if batch is None or self.plugin.weighting != "inverse_t":
+            return
+        with torch.no_grad():
+            x, y = self.plugin._real
+            current = F.cross_entropy(strategy.model(x), y)
+            replay = F.cross_entropy(strategy.model(batch.images), batch.targets)
+            t = self.plugin.experiences_seen
+            self.checks.append((float(strategy.loss), float(current / t + (1 - 1 / t) * replay), t))
+
+
+def run(plugin, stream, experiences=3, epochs=1, mb=20, recorder=True, seed=0, make_solver=None):
+    """Train a tiny solver with the plugin on the first experiences; returns (strategy, recorder)."""
+    torch.manual_seed(seed)
+    solver = make_solver() if make_solver else torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    rec = Recorder(plugin) if recorder else None
+    strategy = Naive(model=solver, optimizer=torch.optim.Adam(solver.parameters(), 1e-3), train_mb_size=mb,
+                     train_epochs=epochs, eval_mb_size=100, plugins=[plugin] + ([rec] if rec else []),
+                     evaluator=None)
+    for experience in stream.train_stream[:experiences]:
+        strategy.train(experience)
+    return strategy, rec
+
+
+VALID = [(s, lab) for s in SOURCES for lab in LABEL_MODES if not (s == "prior" and lab == "stored")]
+
+
+@pytest.mark.parametrize("source,labels", VALID)
+def test_replay_set_per_source_and_label_mode(source, labels, stream, make_ali):
+    torch.manual_seed(0)
+    ali = make_ali(conditional=source == "conditional")
+    plugin = ALIReplayPlugin(ali, source=source, labels=labels, replay_size=60, memory_bytes=2000)
+    _, rec = run(plugin, stream, experiences=3)
+    assert rec.replays[0] is None  # first experience: no replay
+    for t, replay in enumerate(rec.replays[1:], start=2):
+        old = list(range(2 * (t - 1)))
+        assert len(replay) == 60
+        assert replay.images.shape == (60, 1, 8, 8)
+        assert 0.0 <= float(replay.images.min()) and float(replay.images.max()) <= 1.0
+        assert torch.equal(replay.tasks, torch.zeros(60, dtype=torch.long))
+        if labels == "solver_soft":
+            assert replay.targets.dtype == torch.float32 and replay.targets.shape == (60, 10)
+            seen = torch.zeros(10, dtype=torch.bool)
+            seen[: 2 * t] = True  # distillation over every class seen so far, the current ones included
+            assert torch.equal(replay.kd_mask, seen.expand(60, 10))
+        else:
+            assert replay.targets.dtype == torch.int64 and replay.targets.shape == (60,)
+            assert set(replay.targets.tolist()) <= set(old)
+        if source != "prior":
+            assert set(replay.classes.tolist()) <= set(old)
+            counts = torch.bincount(replay.classes, minlength=len(old))[: len(old)]
+            assert int(counts.max() - counts.min()) <= 1, counts  # class-balanced
+            if labels == "stored":
+                assert torch.equal(replay.targets, replay.classes)
+    images, preview_labels = plugin.last_replay
+    assert images.shape == (60, 1, 8, 8) and images.device.type == "cpu"
+    assert set(preview_labels.tolist()) <= set(range(4))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(source="vae"), "valid values: prior, class_latent, latent_memory, conditional"),
+    (dict(labels="soft"), "valid values: stored, solver_soft, solver_hard"),
+    (dict(weighting="equal"), "valid values: inverse_t, concat"),
+    (dict(covariance="low_rank"), "valid values: diag, full"),
+    (dict(source="prior", labels="stored"), "prior samples carry no labels"),
+    (dict(source="conditional"), "needs a class-conditional ALI"),
+    (dict(pure_replay_epochs=1, labels="solver_soft"), "pure_replay_epochs needs labels=stored"),
+    (dict(temperature=0), "temperature must be > 0"),
+    (dict(replay_size=0), "replay_size must be >= 1"),
+    (dict(optim_cfg={"lr": 0.1}), "unknown config key 'lr'"),
+])
+def test_invalid_arguments_raise_config_error(kwargs, message, make_ali):
+    with pytest.raises(ConfigError, match=message):
+        ALIReplayPlugin(make_ali(), **kwargs)
+
+
+def test_encoder_free_model_only_takes_encoder_free_sources(make_ali):
+    gan = make_ali(encoder=False)
+    for source in ("class_latent", "latent_memory"):
+        with pytest.raises(ConfigError, match="needs an encoder"):
+            ALIReplayPlugin(gan, source=source)
+    ALIReplayPlugin(gan, source="prior", labels="solver_hard")
+
+
+def test_replay_is_made_without_autograd_history(stream, make_ali):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="solver_soft", replay_size=40)
+    _, rec = run(plugin, stream, experiences=2)
+    replay = rec.replays[1]
+    for tensor in (replay.images, replay.targets, plugin.last_replay[0]):
+        assert tensor.requires_grad is False and tensor.grad_fn is None
+
+
+def test_inverse_t_loss_matches_hand_computation(stream, make_ali):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="latent_memory", labels="stored", memory_bytes=2000)
+    _, rec = run(plugin, stream, experiences=3)
+    assert {t for *_, t in rec.checks} == {2, 3}
+    for total, by_hand, _ in rec.checks:
+        assert total == pytest.approx(by_hand, rel=1e-5, abs=1e-6)
+    last = plugin.last_losses
+    t = plugin.experiences_seen
+    assert float(last["total"]) == pytest.approx(float(last["current"] / t + (1 - 1 / t) * last["replay"]), rel=1e-6)
+
+
+def test_concat_extends_the_minibatch(stream, make_ali):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", weighting="concat",
+                             replay_batch_size=7)
+    _, rec = run(plugin, stream, experiences=2, mb=20)
+    per_exp = len(rec.batch_sizes) // 2
+    assert set(rec.batch_sizes[:per_exp]) == {20}
+    assert set(rec.batch_sizes[per_exp:]) == {27}
+
+
+def test_soft_concat_weights_by_batch_sizes(stream, make_ali):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="solver_soft", weighting="concat",
+                             replay_batch_size=10)
+    run(plugin, stream, experiences=2, mb=20)
+    last = plugin.last_losses
+    assert float(last["total"]) == pytest.approx(float((20 * last["current"] + 10 * last["replay"]) / 30), rel=1e-6)
+
+
+def test_distillation_loss():
+    student = torch.tensor([[2.0, 0.0, 5.0, -1.0]])
+    teacher = torch.tensor([[1.0, 3.0, 9.0]])  # narrower: the student's 4th class is new
+    mask = torch.tensor([[True, True, False, True]])
+    p = F.softmax(torch.tensor([1.0, 3.0, -1e4]) / 2, 0)
+    log_q = F.log_softmax(torch.tensor([2.0, 0.0, -1.0]) / 2, 0)
+    expected = 4 * float((p * (p.log().clamp_min(-1e4) - log_q)).sum())
+    assert float(distillation_loss(student, teacher, mask, 2.0)) == pytest.approx(expected, rel=1e-5)
+    same = distillation_loss(teacher[:, :2], teacher[:, :2], mask[:, :2], 2.0)
+    assert float(same) == pytest.approx(0, abs=1e-7)
+
+
+def test_ali_trains_with_its_own_optimizers(stream, make_ali):
+    torch.manual_seed(0)
+    ali = make_ali()
+    before = copy.deepcopy(ali.state_dict())
+    plugin = ALIReplayPlugin(ali, source="class_latent")
+    strategy, rec = run(plugin, stream, experiences=1)
+    assert rec.replays == [None]  # the first experience trains on real data only
+    solver_params = {id(p) for group in strategy.optimizer.param_groups for p in group["params"]}
+    assert not solver_params & {id(p) for p in ali.parameters()}
+    d_params = {id(p) for p in ali.discriminator.parameters()}
+    assert {id(p) for g in plugin.optimizers.d.param_groups for p in g["params"]} == d_params
+    changed = [k for k, v in ali.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("discriminator") for k in changed)
+    assert any(k.startswith("decoder") for k in changed) and any(k.startswith("encoder") for k in changed)
+
+
+def test_ali_epochs_control_the_generator_budget(stream, make_ali):
+    steps = {}
+    for ali_epochs in (None, 1, 3):
+        torch.manual_seed(0)
+        plugin = ALIReplayPlugin(make_ali(), source="class_latent", ali_epochs=ali_epochs)
+        calls = []
+        original = plugin._ali_step
+        plugin._ali_step = lambda *a, _o=original, _c=calls: (_c.append(1), _o(*a))
+        run(plugin, stream, experiences=2, epochs=2, recorder=False)
+        steps[ali_epochs] = len(calls)
+    per_epoch = 80 // 20
+    assert steps == {None: 2 * 2 * per_epoch, 1: 2 * per_epoch, 3: 2 * 3 * per_epoch}
+
+
+def test_task_incremental_replay_gets_the_task_of_its_class(task_stream, make_ali):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="latent_memory", labels="stored", memory_bytes=3000)
+    _, rec = run(plugin, task_stream, experiences=3)
+    replay = rec.replays[2]
+    assert plugin.groups == [(0, 0), (1, 0), (2, 1), (3, 1), (4, 2), (5, 2)]
+    assert torch.equal(replay.tasks, replay.classes // 2)
+    assert set(replay.tasks.tolist()) == {0, 1}
+
+
+def test_memory_bytes_match_hand_count(stream, make_ali):
+    torch.manual_seed(0)
+    ali = make_ali(latent_dim=4)
+    ali_bytes = sum(v.numel() * v.element_size() for v in ali.state_dict().values())
+
+    plugin = ALIReplayPlugin(ali, source="latent_memory", labels="stored", memory_bytes=1000)
+    run(plugin, stream, experiences=2, recorder=False)
+    entry = 4 * 2 + 2  # float16 code + int16 label
+    assert len(plugin.memory) == 1000 // entry
+    assert plugin.memory_bytes() == ali_bytes + (1000 // entry) * entry
+
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(latent_dim=4), source="class_latent", covariance="full", labels="solver_soft")
+    strategy, _ = run(plugin, stream, experiences=2, recorder=False)
+    solver_bytes = sum(p.numel() * 4 for p in strategy.model.parameters())
+    gaussians = 4 * (4 + 4 * 4) * 4  # 4 classes: float32 mean (4) and covariance (4 x 4)
+    assert plugin.memory_bytes() == ali_bytes + gaussians + solver_bytes
+
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(latent_dim=4), source="class_latent", labels="stored")
+    run(plugin, stream, experiences=1, recorder=False)
+    assert plugin.memory_bytes() == ali_bytes + 2 * 4 * (4 + 4)  # diagonal: mean + variance
+    assert module_nbytes(None) == 0
+
+
+def test_pure_replay_epochs_train_the_solver_on_replay(stream, make_ali):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", pure_replay_epochs=1,
+                             replay_size=30)
+    strategy, _ = run(plugin, stream, experiences=2, recorder=False)
+    images, labels = plugin.last_replay  # the pure-replay set covers every class seen
+    assert set(labels.tolist()) == {0, 1, 2, 3}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_runs_on_cuda(stream, make_ali):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="solver_soft")
+    solver = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    strategy = Naive(model=solver, optimizer=torch.optim.Adam(solver.parameters()), train_mb_size=20,
+                     device="cuda", plugins=[plugin], evaluator=None)
+    for experience in stream.train_stream[:2]:
+        strategy.train(experience)
+    assert plugin.ali.device.type == "cuda"
