@@ -1,0 +1,177 @@
+"""The comparison config: which stream, solver, strategies and seeds, and how to run them.
+
+Layout (all files are partial configs over the `CompareConfig` schema below):
+
+* `configs/compare/<name>.yaml` - a whole comparison (`default`, `split_mnist`, `split_cifar10`).
+  `load_compare_config()` reads `default`; `load_compare_config("split_mnist")` or a path reads
+  that file instead (the CLI's `--config NAME_OR_PATH`).
+* `configs/benchmark/<name>.yaml` - one stream's preset: its `benchmark`, `data` and `solver`
+  sections (`split_digits`, `split_mnist`, `split_fashion_mnist`, `split_cifar10`, `split_svhn`,
+  `split_cifar100`). Select it with the override `benchmark=<name>` (or `benchmark=<path.yaml>`):
+  the preset is merged over the comparison file, then the other overrides are applied.
+* `key=value` overrides last, e.g. `solver.epochs=3 seeds=[0,1] strategies=[naive,er]`.
+
+So `ali-replay compare benchmark=split_mnist data.root=../shared/data` runs the default
+strategies on split MNIST with the split-MNIST solver settings.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from ali_replay.config import merge_config, resolve_config_path
+from ali_replay.errors import ConfigError
+
+from benchmarks.solvers import SOLVER_NAMES
+from benchmarks.streams import check_benchmark_name, check_scenario
+
+log = logging.getLogger(__name__)
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+# Keys that change how runs are executed, not what they compute: a results folder written with
+# other values of these is still the same comparison (resumable, comparable).
+EXECUTION_KEYS: tuple[str, ...] = ("jobs", "threads", "output_dir", "logging")
+
+
+@dataclass
+class BenchmarkConfig:
+    """The continual-learning stream."""
+
+    name: str = "split_digits"
+    scenario: str = "class_incremental"  # class_incremental | task_incremental
+    shuffle_classes: bool = False  # True: class order permuted by the run's seed
+
+
+@dataclass
+class BenchmarkDataConfig:
+    """Where the stream's data set is read from (see `ali_replay.data.load_dataset`)."""
+
+    root: str = "data"
+    download: bool = False
+    path: Optional[str] = None  # only for npz-backed data sets
+
+
+@dataclass
+class SolverConfig:
+    """The classifier every strategy trains, and its budget per experience."""
+
+    name: str = "mlp"  # mlp | conv
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3  # Adam
+
+
+@dataclass
+class GeneratorConfig:
+    """Budget of a strategy's separate generator (VAE/GAN/ALI), per experience."""
+
+    epochs: Optional[int] = None  # None: the strategy's own default
+
+
+@dataclass
+class LoggingConfig:
+    """Avalanche loggers besides the always-on InteractiveLogger and CSVLogger."""
+
+    tensorboard: bool = False
+
+
+@dataclass
+class CompareConfig:
+    """Everything `ali-replay compare` and `ali-replay run` read."""
+
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    data: BenchmarkDataConfig = field(default_factory=BenchmarkDataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    strategies: List[str] = field(default_factory=lambda: ["naive", "vae_replay", "ali_replay", "joint"])
+    seeds: List[int] = field(default_factory=lambda: [0])
+    output_dir: str = "runs/compare"
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda
+    jobs: int = 1  # parallel run processes
+    threads: Optional[int] = None  # torch threads per run; None: max(1, cores // jobs)
+    eval_mb_size: int = 256
+
+
+def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate `benchmark=<preset>` selections from ordinary dotted overrides."""
+    presets, rest = [], []
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        if sep and key.strip() == "benchmark":
+            presets.append(value.strip())
+        else:
+            rest.append(item)
+    return presets, rest
+
+
+def load_compare_config(path_or_name: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """The validated comparison config.
+
+    Merges, in order: the `CompareConfig` schema defaults; `configs/compare/default.yaml` (or
+    the compare file named/pathed by `path_or_name`); the benchmark preset selected by an
+    override `benchmark=<name or path>`; the remaining `key=value` overrides.
+    """
+    source = resolve_config_path(path_or_name if path_or_name is not None else "default", "compare")
+    presets, rest = _split_overrides(overrides)
+    cfg = merge_config(CompareConfig, source)
+    for preset in presets:
+        if not preset:
+            raise ConfigError("override 'benchmark=' needs a preset name, e.g. benchmark=split_mnist")
+        cfg = merge_config(cfg, resolve_config_path(preset, "benchmark"))
+    cfg = merge_config(cfg, None, rest)
+    validate_compare_config(cfg)
+    return cfg
+
+
+def validate_compare_config(cfg: DictConfig) -> DictConfig:
+    """Check names and ranges that the schema's types cannot; raise ConfigError naming the key."""
+    cfg.benchmark.name = check_benchmark_name(cfg.benchmark.name)
+    cfg.benchmark.scenario = check_scenario(cfg.benchmark.scenario)
+    if str(cfg.solver.name).lower() not in SOLVER_NAMES:
+        raise ConfigError(f"unknown solver '{cfg.solver.name}' (solver.name); valid names: {', '.join(SOLVER_NAMES)}")
+    if str(cfg.device).lower() not in DEVICES:
+        raise ConfigError(f"unknown device '{cfg.device}' (device); valid: {', '.join(DEVICES)}")
+    for key in ("solver.epochs", "solver.batch_size", "jobs", "eval_mb_size"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be >= 1 or null, got {cfg.threads}")
+    if cfg.generator.epochs is not None and cfg.generator.epochs < 1:
+        raise ConfigError(f"generator.epochs must be >= 1 or null, got {cfg.generator.epochs}")
+    if not cfg.solver.lr > 0:
+        raise ConfigError(f"solver.lr must be > 0, got {cfg.solver.lr}")
+    if len(cfg.strategies) == 0:
+        raise ConfigError("strategies is empty; list at least one, e.g. strategies=[naive,ali_replay]")
+    if len(cfg.seeds) == 0:
+        raise ConfigError("seeds is empty; list at least one, e.g. seeds=[0]")
+    for key in ("strategies", "seeds"):
+        values = list(cfg[key])
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"{key} lists {', '.join(repeated)} more than once")
+    return cfg
+
+
+def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
+    """The part of a config that decides the results (execution-only keys removed)."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    return {k: v for k, v in plain.items() if k not in EXECUTION_KEYS}
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs."""
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        dotted = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys.extend(config_differences(a, b, dotted + "."))
+        elif a != b:
+            keys.append(dotted)
+    return keys

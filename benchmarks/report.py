@@ -1,0 +1,434 @@
+"""The comparison's report, table and plots, rebuilt from `results.json`.
+
+`write_report(results_dir)` reads `results.json` and (re)writes, deterministically:
+
+* `report.md` - settings, the summary table (strategy, final average accuracy mean ± std over
+  seeds with the best in bold, forgetting, BWT, training seconds, memory, peak RSS, seeds),
+  links to the plots, per-run rows, and the command line that produced the results. Everything
+  in it comes from `results.json`, so rebuilding it gives the same bytes.
+* `results.csv` - one row per run.
+* `plots/accuracy_curve.png` - average accuracy over the experiences seen so far, after each
+  experience: one line per strategy (mean over seeds) with a min-max band over seeds.
+* `plots/acc_matrix_<strategy>.png` - the accuracy matrix (mean over seeds) as a heat map.
+* `plots/replay_<strategy>_exp<i>.png` - the samples a generative strategy replayed while
+  training experience i, with their labels (first seed). These are drawn from the
+  `replay/<run>.npz` arrays each run saved beside `results.json` (the only input besides it).
+
+The `summary` block of `results.json` is recomputed from its runs as well.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ali_replay.errors import UserError
+from benchmarks import metrics
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+CSV_COLUMNS: tuple[str, ...] = (
+    "strategy", "seed", "final_avg_acc", "avg_forgetting", "bwt", "train_seconds", "eval_seconds",
+    "peak_rss_mb", "rss_scope", "memory_bytes", "threads", "device", "started_at", "finished_at",
+    "avg_acc_curve", "acc_matrix",
+)
+MB = 2 ** 20
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file through a temporary file in the same folder and `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def dump_json(data: Any) -> str:
+    """The canonical JSON text of results (stable key order as given, 2-space indent)."""
+    return json.dumps(data, indent=2, allow_nan=True) + "\n"
+
+
+def read_results(results_dir: str | Path) -> dict:
+    """The parsed `results.json` of a results folder, or a UserError saying what is wrong."""
+    path = Path(results_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise UserError(f"no {RESULTS_FILE} in {Path(results_dir)}: pass the output_dir of a comparison "
+                        f"(e.g. runs/compare)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is not readable JSON ({err}); re-run the comparison with --overwrite") from err
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise UserError(f"{path} has no 'runs' list; it was not written by `ali-replay compare`")
+    return data
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a strategy spec."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", str(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def _std(values: Sequence[float]) -> float:
+    """Sample standard deviation (ddof = 1); 0.0 for a single value."""
+    if len(values) < 2:
+        return 0.0
+    return float(np.std(np.asarray(values, dtype=np.float64), ddof=1))
+
+
+def strategy_order(results: dict) -> list[str]:
+    """Strategies in config order, then any others found among the runs."""
+    listed = list((results.get("config") or {}).get("strategies") or [])
+    for run in results["runs"]:
+        if run["strategy"] not in listed:
+            listed.append(run["strategy"])
+    return [s for s in listed if any(r["strategy"] == s for r in results["runs"])]
+
+
+def summarize(runs: Iterable[dict], order: Sequence[str] | None = None) -> dict[str, dict]:
+    """Per strategy: means (and the accuracy's std) over its seeds."""
+    runs = list(runs)
+    names = list(order) if order is not None else []
+    for run in runs:
+        if run["strategy"] not in names:
+            names.append(run["strategy"])
+    summary: dict[str, dict] = {}
+    for name in names:
+        mine = [r for r in runs if r["strategy"] == name]
+        if not mine:
+            continue
+        acc = [float(r["final_avg_acc"]) for r in mine]
+        memory = [int(r["memory_bytes"]) for r in mine if r.get("memory_bytes") is not None]
+        rss = [float(r["peak_rss_mb"]) for r in mine if r.get("peak_rss_mb") is not None]
+        summary[name] = {
+            "final_avg_acc_mean": _mean(acc),
+            "final_avg_acc_std": _std(acc),
+            "n_seeds": len(mine),
+            "seeds": sorted(int(r["seed"]) for r in mine),
+            "train_seconds_mean": _mean([float(r["train_seconds"]) for r in mine]),
+            "avg_forgetting_mean": _mean([float(r["avg_forgetting"]) for r in mine]),
+            "avg_forgetting_std": _std([float(r["avg_forgetting"]) for r in mine]),
+            "bwt_mean": _mean([float(r["bwt"]) for r in mine]),
+            "bwt_std": _std([float(r["bwt"]) for r in mine]),
+            "memory_bytes": max(memory) if memory else None,
+            "peak_rss_mb_max": max(rss) if rss else None,
+        }
+    return summary
+
+
+def csv_text(runs: Iterable[dict]) -> str:
+    """`results.csv`: one row per run (matrices as JSON text)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for run in runs:
+        row = []
+        for column in CSV_COLUMNS:
+            value = run.get(column)
+            if isinstance(value, (list, dict)):
+                value = json.dumps(value)
+            elif isinstance(value, float):
+                value = repr(value)
+            row.append("" if value is None else value)
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# markdown
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return _num(100.0 * value, digits)
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
+def _mb(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / MB:.2f}"
+
+
+def _or(value: Any, default: str) -> Any:
+    return default if value is None else value
+
+
+def _plot_paths(results: dict) -> dict[str, Any]:
+    """Relative paths of every plot the report links (the same ones `draw_plots` writes)."""
+    order = strategy_order(results)
+    paths: dict[str, Any] = {
+        "curve": "plots/accuracy_curve.png",
+        "matrices": {s: f"plots/acc_matrix_{safe_name(s)}.png" for s in order},
+        "replay": {},
+    }
+    for strategy in order:
+        run = _first_preview_run(results, strategy)
+        if run is not None:
+            paths["replay"][strategy] = [
+                (int(i), f"plots/replay_{safe_name(strategy)}_exp{int(i)}.png") for i in run["replay_experiences"]
+            ]
+    return paths
+
+
+def _first_preview_run(results: dict, strategy: str) -> dict | None:
+    """The lowest-seed run of a strategy that saved replayed samples."""
+    runs = sorted((r for r in results["runs"] if r["strategy"] == strategy and r.get("replay_experiences")),
+                  key=lambda r: int(r["seed"]))
+    return runs[0] if runs else None
+
+
+def render_markdown(results: dict) -> str:
+    """The text of `report.md` (a pure function of the results)."""
+    cfg = results.get("config") or {}
+    order = strategy_order(results)
+    summary = summarize(results["runs"], order)
+    lines = [f"# Continual-learning comparison: {results.get('benchmark')} ({results.get('scenario')})", ""]
+    solver = cfg.get("solver") or {}
+    generator = cfg.get("generator") or {}
+    bench = cfg.get("benchmark") or {}
+    first = results["runs"][0] if results["runs"] else {}
+    lines += [
+        f"- benchmark: `{results.get('benchmark')}`, scenario `{results.get('scenario')}`, "
+        f"{first.get('n_experiences', 'n/a')} experiences, class order "
+        f"{'shuffled by seed' if bench.get('shuffle_classes') else first.get('class_order', 'n/a')}",
+        f"- solver: `{solver.get('name')}`, {solver.get('epochs')} epochs per experience, batch "
+        f"{solver.get('batch_size')}, Adam lr {solver.get('lr')}",
+        f"- generator epochs per experience: {_or(generator.get('epochs'), 'strategy default')}",
+        f"- seeds: {', '.join(str(s) for s in cfg.get('seeds', []))}; runs finished: {len(results['runs'])}",
+        "",
+        "## Summary",
+        "",
+        "Accuracies, forgetting and BWT in %, mean over seeds (accuracy ± sample std). Memory is what "
+        "the strategy keeps for replay (buffer or generator); MB = 2^20 bytes.",
+        "",
+        "| strategy | final avg acc | forgetting | BWT | train s | memory (MB) | peak RSS (MB) | seeds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    best = max((s["final_avg_acc_mean"] for s in summary.values()), default=None)
+    for name in order:
+        s = summary[name]
+        acc = f"{_pct(s['final_avg_acc_mean'])} ± {_pct(s['final_avg_acc_std'])}"
+        if best is not None and _pct(s["final_avg_acc_mean"]) == _pct(best):
+            acc = f"**{acc}**"
+        rss = _num(s["peak_rss_mb_max"], 0)
+        lines.append(
+            f"| {name} | {acc} | {_pct(s['avg_forgetting_mean'])} | {_pct(s['bwt_mean'])} | "
+            f"{_num(s['train_seconds_mean'])} | {_mb(s['memory_bytes'])} | {rss} | {s['n_seeds']} |"
+        )
+    scopes = sorted({r.get("rss_scope", "process") for r in results["runs"]})
+    note = {
+        "run": "Peak RSS is each run's own process (runs were executed in separate processes).",
+        "process": "Peak RSS is the peak of the process so far when the run ended (runs shared one "
+                   "process, jobs = 1), so later runs include earlier ones' peaks.",
+    }
+    lines += [""] + [note.get(s, f"Peak RSS scope: {s}.") for s in scopes]
+    paths = _plot_paths(results)
+    lines += ["", "## Plots", "", f"![average accuracy over seen experiences]({paths['curve']})", ""]
+    for name in order:
+        lines.append(f"- accuracy matrix of {name}: [{paths['matrices'][name]}]({paths['matrices'][name]})")
+    for name, items in paths["replay"].items():
+        run = _first_preview_run(results, name)
+        links = ", ".join(f"[experience {i}]({p})" for i, p in items)
+        lines.append(f"- replayed samples of {name} (seed {run['seed']}): {links}")
+    lines += ["", "## Runs", "",
+              "| strategy | seed | final avg acc | forgetting | BWT | train s | acc after each experience |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name in order:
+        for run in sorted((r for r in results["runs"] if r["strategy"] == name), key=lambda r: int(r["seed"])):
+            curve = " / ".join(_pct(v) for v in run.get("avg_acc_curve") or metrics.avg_acc_curve(run["acc_matrix"]))
+            lines.append(f"| {name} | {run['seed']} | {_pct(run['final_avg_acc'])} | {_pct(run['avg_forgetting'])} | "
+                         f"{_pct(run['bwt'])} | {_num(run['train_seconds'])} | {curve} |")
+    lines += ["", "## Command", "", "```", str(results.get("command") or "(not recorded)"), "```", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots (matplotlib's object API with the Agg canvas: no pyplot, no global backend change)
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+def _matrices(results: dict, strategy: str) -> np.ndarray:
+    runs = [r for r in results["runs"] if r["strategy"] == strategy]
+    return np.asarray([r["acc_matrix"] for r in runs], dtype=np.float64)
+
+
+def draw_accuracy_curve(results: dict, path: Path) -> None:
+    """Average accuracy over seen experiences after each experience; min-max band over seeds."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for name in strategy_order(results):
+        curves = np.asarray([metrics.avg_acc_curve(m) for m in _matrices(results, name)]) * 100.0
+        x = np.arange(1, curves.shape[1] + 1)
+        line, = ax.plot(x, curves.mean(axis=0), marker="o", label=name)
+        if len(curves) > 1:
+            ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
+    ax.set_xticks(range(1, 1 + max((len(r["acc_matrix"]) for r in results["runs"]), default=1)))
+    ax.set_xlabel("experiences trained")
+    ax.set_ylabel("average accuracy on seen experiences (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{results.get('benchmark')} ({results.get('scenario')}): mean, min-max band over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def draw_matrix(results: dict, strategy: str, path: Path) -> None:
+    """Heat map of the seed-averaged accuracy matrix."""
+    mats = _matrices(results, strategy) * 100.0
+    mean = mats.mean(axis=0)
+    t = mean.shape[0]
+    fig = _figure(1.0 + 0.6 * t, 0.8 + 0.55 * t)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(mean, vmin=0, vmax=100, cmap="viridis")
+    for i in range(t):
+        for j in range(t):
+            ax.text(j, i, f"{mean[i, j]:.0f}", ha="center", va="center",
+                    color="white" if mean[i, j] < 60 else "black", fontsize=8 if t <= 10 else 5)
+    ax.set_xticks(range(t))
+    ax.set_yticks(range(t))
+    ax.set_xlabel("test experience j")
+    ax.set_ylabel("after training experience i")
+    ax.set_title(f"{strategy}: accuracy (%), {len(mats)} seed(s)", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def draw_replay(images: np.ndarray, labels: np.ndarray, title: str, path: Path, limit: int = 32) -> None:
+    """A grid of replayed samples (uint8 N x C x H x W) with their labels."""
+    n = min(len(images), limit)
+    cols = min(8, max(n, 1))
+    rows = max(1, math.ceil(n / cols))
+    c, h, w = images.shape[1:] if n else (1, 8, 8)
+    pad_top, pad = max(4, h // 3), 2  # room above each tile for its label
+    cell_h, cell_w = h + pad_top + pad, w + 2 * pad
+    grid = np.full((rows * cell_h, cols * cell_w, 3), 255, dtype=np.uint8)
+    for k in range(n):
+        r, col = divmod(k, cols)
+        tile = images[k][:3] if c >= 3 else np.repeat(images[k][:1], 3, axis=0)
+        top, left = r * cell_h + pad_top, col * cell_w + pad
+        grid[top:top + h, left:left + w] = np.transpose(tile, (1, 2, 0))
+    fig = _figure(0.9 * cols + 0.4, 0.9 * rows * cell_h / cell_w + 0.6)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(grid, interpolation="nearest")
+    for k in range(n):
+        r, col = divmod(k, cols)
+        ax.text(col * cell_w + cell_w / 2, r * cell_h + pad_top - 1, str(int(labels[k])), ha="center",
+                va="bottom", fontsize=8, color="black")
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def draw_plots(results: dict, out: Path) -> list[Path]:
+    """Every plot the report links; returns the written paths."""
+    written = []
+    paths = _plot_paths(results)
+    if not results["runs"]:
+        return written
+    draw_accuracy_curve(results, out / paths["curve"])
+    written.append(out / paths["curve"])
+    for name, rel in paths["matrices"].items():
+        draw_matrix(results, name, out / rel)
+        written.append(out / rel)
+    for name, items in paths["replay"].items():
+        run = _first_preview_run(results, name)
+        file = out / run["replay_file"]
+        if not file.is_file():
+            log.warning("replayed samples of %s seed %s are missing (%s); skipping their plots",
+                        name, run["seed"], file)
+            continue
+        with np.load(file) as arrays:
+            for i, rel in items:
+                draw_replay(arrays[f"exp{i}_images"], arrays[f"exp{i}_labels"],
+                            f"{name}, seed {run['seed']}: replayed while training experience {i}", out / rel)
+                written.append(out / rel)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# entry point
+
+
+def write_outputs(results: dict, out: Path, plots: bool = True) -> str:
+    """Write results.json (with a fresh summary), results.csv, report.md and the plots."""
+    out = Path(out)
+    results["summary"] = summarize(results["runs"], strategy_order(results))
+    atomic_write_text(out / RESULTS_FILE, dump_json(results))
+    atomic_write_text(out / "results.csv", csv_text(results["runs"]))
+    text = render_markdown(results)
+    atomic_write_text(out / "report.md", text)
+    if plots:
+        draw_plots(results, out)
+    return text
+
+
+def write_report(results_dir: str | Path) -> str:
+    """Rebuild report.md, results.csv, the summary and the plots from results.json; return the markdown."""
+    out = Path(results_dir)
+    results = read_results(out)
+    summary = summarize(results["runs"], strategy_order(results))
+    if results.get("summary") != summary:
+        results["summary"] = summary
+        atomic_write_text(out / RESULTS_FILE, dump_json(results))
+    atomic_write_text(out / "results.csv", csv_text(results["runs"]))
+    text = render_markdown(results)
+    atomic_write_text(out / "report.md", text)
+    draw_plots(results, out)
+    log.info("wrote %s, %s and plots under %s", out / "report.md", out / "results.csv", out / "plots")
+    return text
