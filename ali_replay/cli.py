@@ -132,7 +132,13 @@ COMMANDS = {"train-ali": _train_ali, "eval-ali": _eval_ali, "run": _run, "compar
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, run a sub-command, and turn user errors into one-line messages."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may follow options (`train-ali --resume train.epochs=9`): argparse leaves those over.
+    if extra and (not hasattr(args, "overrides") or any("=" not in item or item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:

@@ -41,3 +41,11 @@ def test_bad_input_gives_one_line_error(tmp_path, capsys, args, message):
     assert code == 2
     assert message in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_overrides_may_follow_options(tmp_path):
+    out = tmp_path / "run"
+    assert main(["-q", "train-ali", *SMALL, "--no-eval", f"output_dir={out}", "train.max_steps=2"]) == 0
+    assert (out / "checkpoint.pt").is_file()
+    with pytest.raises(SystemExit):
+        main(["train-ali", "--no-eval", "--bogus"])
