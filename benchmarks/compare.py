@@ -26,7 +26,6 @@ import concurrent.futures as futures
 import logging
 import multiprocessing
 import os
-import random
 import resource
 import shlex
 import shutil
@@ -41,6 +40,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ali_replay.errors import ConfigError
+from ali_replay.runtime import resolve_device, seed_everything
 from benchmarks import metrics
 from benchmarks.config import config_differences, fingerprint, validate_compare_config
 from benchmarks.report import RESULTS_FILE, read_results, safe_name, write_outputs
@@ -71,27 +71,6 @@ def threads_per_run(cfg: DictConfig) -> int:
     if cfg.threads is not None:
         return int(cfg.threads)
     return max(1, available_cores() // int(cfg.jobs))
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is cuda when available, else cpu."""
-    key = str(name).lower()
-    if key == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if key == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available; use device=auto or device=cpu")
-    if key not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device '{name}' (device); valid: auto, cpu, cuda")
-    return torch.device(key)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 def run_id(strategy_spec: str, seed: int) -> str:

@@ -24,7 +24,7 @@ def test_same_seed_same_result_as_naive_with_plugin(stream, make_ali, make_solve
     torch.manual_seed(0)
     solver_b, ali_b = make_solver(), make_ali()
     plugin = ALIReplayPlugin(ali_b, **REPLAY)
-    b = _train(Naive(model=solver_b, optimizer=torch.optim.Adam(solver_b.parameters(), 1e-3),
+    _train(Naive(model=solver_b, optimizer=torch.optim.Adam(solver_b.parameters(), 1e-3),
                      plugins=[plugin], train_mb_size=20, evaluator=evaluator()), stream)
 
     for (name, pa), pb in zip(solver_a.state_dict().items(), solver_b.state_dict().values()):
