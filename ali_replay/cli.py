@@ -134,6 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, run a sub-command, and turn user errors into one-line messages."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "bench-speed":  # its options belong to benchmarks.speed
+        args.args, extra = [*extra, *args.args], []
     # Overrides may follow options (`train-ali --resume train.epochs=9`): argparse leaves those over.
     if extra and (not hasattr(args, "overrides") or any("=" not in item or item.startswith("-") for item in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -49,3 +49,12 @@ def test_overrides_may_follow_options(tmp_path):
     assert (out / "checkpoint.pt").is_file()
     with pytest.raises(SystemExit):
         main(["train-ali", "--no-eval", "--bogus"])
+
+
+def test_bench_speed_options_reach_the_benchmark(monkeypatch):
+    seen = {}
+    import benchmarks.speed
+
+    monkeypatch.setattr(benchmarks.speed, "main", lambda argv: seen.setdefault("argv", argv))
+    assert main(["bench-speed", "--images", "64", "--threads", "1"]) == 0
+    assert seen["argv"] == ["--images", "64", "--threads", "1"]
