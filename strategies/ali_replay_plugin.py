@@ -157,7 +157,7 @@ class ALIReplayPlugin(SupervisedPlugin):
                  covariance: str = "diag", latent_scale: float = 1.0, ali_steps_per_iteration: int = 1,
                  ali_epochs: Optional[int] = None, pure_replay_epochs: int = 0, seed: int = 0):
         super().__init__()
-        if source is None:  # the best measured source for this kind of ALI (BENCHMARKS.md)
+        if source is None:  # the best measured source for this kind of ALI on split digits (BENCHMARKS.md)
             source = "conditional" if ali.conditional else "class_latent"
         self.source = check_choice("source", source, SOURCES)
         self.labels = check_choice("labels", labels, LABEL_MODES)
