@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 import csv
 import logging
+import signal
+import threading
 import math
 import time
 from pathlib import Path
@@ -78,6 +80,7 @@ class ALITrainer:
         self.epoch, self.step = 0, 0
         self.rollbacks, self.lr_scale = 0, 1.0
         self.writer = None
+        self._interrupted = False
         if resume and (self.out / CHECKPOINT).is_file():
             self._restore(load_checkpoint(self.out / CHECKPOINT, self.device))
 
@@ -143,6 +146,10 @@ class ALITrainer:
             from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
 
             self.writer = SummaryWriter(str(self.out))
+        # Ctrl-C only raises a flag: training stops between two updates, never inside a file write.
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             pictured = False
             good = copy.deepcopy(self.state_dict())  # what a divergence rolls back to
@@ -170,9 +177,17 @@ class ALITrainer:
                         self.epoch, self.out / CHECKPOINT)
             raise
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             if self.writer is not None:
                 self.writer.close()
         return self.out
+
+    def _on_sigint(self, signum, frame) -> None:
+        """First Ctrl-C: stop at the next update boundary; a second one stops at once."""
+        if self._interrupted:
+            raise KeyboardInterrupt
+        self._interrupted = True
 
     def _roll_back(self, good: dict, reason: str) -> None:
         """Restore the last good epoch and lower the learning rates, or give up after too many tries."""
@@ -210,6 +225,8 @@ class ALITrainer:
                    disable=not self.dist.is_main,
                    dynamic_ncols=True)
         for i in bar:
+            if self._interrupted:
+                raise KeyboardInterrupt
             if self._done():
                 break
             # Every rank draws the same global batch and trains on its own contiguous share of it.
