@@ -80,12 +80,11 @@ def _eval_ali(args) -> None:
     from ali_replay.runtime import resolve_device
     from ali_replay.trainer import load_trained
 
-    ali, saved_cfg, _ = load_trained(args.run_dir)
-    cfg = merge_config(ALIRunConfig, None, [])
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.merge(cfg, saved_cfg)
-    cfg = merge_config(cfg, None, args.overrides)
+    ali, saved_cfg, _ = load_trained(args.run_dir)
+    # The saved config over today's schema (older runs may lack newer keys), then the overrides.
+    cfg = merge_config(OmegaConf.merge(OmegaConf.structured(ALIRunConfig), saved_cfg), None, args.overrides)
     device = resolve_device(cfg.device)
     result = evaluate_ali(ali, cfg, device)
     print(json.dumps(result, indent=2))
@@ -103,15 +102,12 @@ def _run(args) -> None:
 
 
 def _compare(args) -> None:
-    from benchmarks import compare, load_compare_config
+    from benchmarks import compare, load_compare_config, write_report
 
     cfg = load_compare_config(args.config, args.overrides)
-    results = compare(cfg, resume=args.resume, overwrite=args.overwrite, command=" ".join(sys.argv))
-    from benchmarks import write_report
-
+    compare(cfg, resume=args.resume, overwrite=args.overwrite, command=" ".join(sys.argv))
     print(write_report(cfg.output_dir))
     print(f"results in {cfg.output_dir}")
-    del results
 
 
 def _report(args) -> None:
