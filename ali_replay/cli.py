@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import traceback
 from typing import Optional, Sequence
@@ -91,21 +92,40 @@ def _eval_ali(args) -> None:
     print(f"wrote {write_eval(args.run_dir, result)}")
 
 
+def _main_process() -> bool:
+    """False in the processes torchrun starts besides rank 0 (which alone prints)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _run(args) -> None:
     from benchmarks import load_compare_config, run
+
+    from ali_replay import distributed
 
     cfg = load_compare_config(args.config, args.overrides)
     spec = args.strategy or cfg.strategies[0]
     seed = cfg.seeds[0] if args.seed is None else args.seed
-    result = run(cfg, spec, seed, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = run(cfg, spec, seed, resume=args.resume, overwrite=args.overwrite)
+    finally:
+        distributed.shutdown(distributed.current())
+    if not _main_process():
+        return
     print(json.dumps({k: v for k, v in result.items() if k != "acc_matrix"}, indent=2, default=str))
 
 
 def _compare(args) -> None:
     from benchmarks import compare, load_compare_config, write_report
 
+    from ali_replay import distributed
+
     cfg = load_compare_config(args.config, args.overrides)
-    compare(cfg, resume=args.resume, overwrite=args.overwrite, command=" ".join(sys.argv))
+    try:
+        compare(cfg, resume=args.resume, overwrite=args.overwrite, command=" ".join(sys.argv))
+    finally:
+        distributed.shutdown(distributed.current())
+    if not _main_process():
+        return
     print(write_report(cfg.output_dir))
     print(f"results in {cfg.output_dir}")
 

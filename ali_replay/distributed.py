@@ -72,3 +72,36 @@ def shutdown(ctx: DistContext) -> None:
     """Leave the process group."""
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def current() -> DistContext:
+    """This process's place in an already joined process group (rank 0 of 1 when there is none)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistContext()
+    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def wrap(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` in DistributedDataParallel when several processes train together; itself otherwise."""
+    if not current().enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    device = next(module.parameters()).device
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the module itself)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return module.module if isinstance(module, DDP) else module
+
+
+def broadcast_object(obj, src: int = 0):
+    """`obj` of rank `src`, on every process (itself on a single process)."""
+    if not current().enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -75,10 +75,10 @@ def train_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional
     `weight` (one value per example) weights the real pairs, so that replayed and current
     examples can count differently. `players` and `discriminator` default to the ALI's own
     networks; distributed training passes them wrapped in DistributedDataParallel.
-    An encoder-free model trains as a plain GAN.
+    An encoder-free model trains as a plain GAN (`players` is then its decoder).
     """
     if ali.encoder is None:
-        return _gan_step(ali, optimizers, x, y, weight)
+        return _gan_step(ali, optimizers, x, y, weight, decoder=players, discriminator=discriminator)
     y = y if ali.conditional else None
     players = players or Players(ali)
     discriminator = discriminator or ali.discriminator
@@ -120,23 +120,28 @@ def train_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional
 
 
 def _gan_step(gan: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional[torch.Tensor],
-              weight: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+              weight: Optional[torch.Tensor], decoder: Optional[nn.Module] = None,
+              discriminator: Optional[nn.Module] = None) -> dict[str, torch.Tensor]:
     """The encoder-free ablation: the same decoder and x-pathway of D, a plain GAN update."""
     y = y if gan.conditional else None
-    discriminator = gan.discriminator
-    x_fake = gan.decoder(gan.prior(x.shape[0]), y)
+    decoder = decoder or gan.decoder
+    discriminator = discriminator or gan.discriminator
+    n = x.shape[0]
+    x_fake = decoder(gan.prior(n), y)
 
-    real, fake = discriminator(x, None, y), discriminator(x_fake.detach(), None, y)
+    pair_y = None if y is None else torch.cat([y, y])
+    logits = discriminator(torch.cat([x, x_fake.detach()]), None, pair_y)  # real and fake in one pass
+    real, fake = logits[:n], logits[n:]
     loss_d = discriminator_loss(real, fake, weight)
     optimizers.d.zero_grad(set_to_none=True)
     loss_d.backward()
     optimizers.d.step()
 
-    discriminator.requires_grad_(False)
-    loss_g = torch.nn.functional.softplus(-discriminator(x_fake, None, y)).mean()
+    gan.discriminator.requires_grad_(False)
+    loss_g = torch.nn.functional.softplus(-gan.discriminator(x_fake, None, y)).mean()
     optimizers.g.zero_grad(set_to_none=True)
     loss_g.backward()
     optimizers.g.step()
-    discriminator.requires_grad_(True)
+    gan.discriminator.requires_grad_(True)
     return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
             "d_real": torch.sigmoid(real).mean().detach(), "d_fake": torch.sigmoid(fake).mean().detach()}

@@ -19,6 +19,11 @@ process peak so far (`rss_scope: "process"`). `memory_bytes` is the largest
 (`ProcessPoolExecutor`, one fresh process per run), each with `torch.set_num_threads(threads or
 max(1, cores // jobs))`; a run's results depend only on its config and seed, not on `jobs`
 (with equal thread counts the numbers are identical).
+
+Started by `torchrun` (several processes), every run trains data-parallel: each process takes
+its shard of every mini-batch (`solver.batch_size` is the global batch), the solver and the
+ALI train in DistributedDataParallel, each process evaluates its shard of the test set and the
+accuracies are averaged over processes; rank 0 alone writes results, logs and plots.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ali_replay import distributed
 from ali_replay.errors import ConfigError
 from ali_replay.runtime import resolve_device, seed_everything
 from benchmarks import metrics
@@ -67,10 +73,11 @@ def available_cores() -> int:
 
 
 def threads_per_run(cfg: DictConfig) -> int:
-    """`threads` when set, else the cores split evenly between the parallel runs."""
+    """`threads` when set, else the cores split evenly between the parallel runs (or torchrun's processes)."""
     if cfg.threads is not None:
         return int(cfg.threads)
-    return max(1, available_cores() // int(cfg.jobs))
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, available_cores() // (int(cfg.jobs) * local_processes))
 
 
 def run_id(strategy_spec: str, seed: int) -> str:
@@ -130,6 +137,38 @@ def _close_loggers(loggers: Sequence[Any]) -> None:
                 log.debug("closing %s failed: %s", type(logger_).__name__, err)
 
 
+# Strategies whose every network trains in DistributedDataParallel under torchrun.
+# vae_replay is Avalanche's GenerativeReplay, whose VAE would train apart in each process.
+DISTRIBUTED_STRATEGIES = ("naive", "joint", "er", "ali_replay", "gan_replay")
+
+
+def check_distributed(cfg: DictConfig) -> None:
+    """ConfigError for what data-parallel continual runs (under torchrun) do not support."""
+    world = distributed.current().world_size
+    if world == 1:
+        return
+    if int(cfg.jobs) != 1:
+        raise ConfigError(f"jobs={cfg.jobs} under torchrun: the {world} processes already share every run; "
+                          "use jobs=1 with torchrun, or jobs=N without it")
+    if cfg.benchmark.scenario != "class_incremental":
+        raise ConfigError("under torchrun only benchmark.scenario=class_incremental is supported (the "
+                          "task-incremental solver grows heads that DistributedDataParallel cannot follow); "
+                          "run task_incremental without torchrun")
+    unsupported = [s for s in cfg.strategies if str(s).partition("@")[0] not in DISTRIBUTED_STRATEGIES]
+    if unsupported:
+        raise ConfigError(f"strategies {unsupported} cannot train data-parallel under torchrun; supported: "
+                          f"{', '.join(DISTRIBUTED_STRATEGIES)} (run the others without torchrun)")
+    distributed.current().local_batch(int(cfg.solver.batch_size))  # raises unless divisible
+
+
+def _mean_over_processes(row: list[float]) -> list[float]:
+    """A row of accuracies averaged over the processes (each evaluated its shard; equal shard sizes)."""
+    dist_ctx = distributed.current()
+    if not dist_ctx.enabled:
+        return row
+    return dist_ctx.mean(torch.tensor(row, dtype=torch.float64)).tolist()
+
+
 def accuracy_row(metric_values: dict, n_experiences: int, row: int) -> list[float]:
     """Per-test-experience accuracies from Avalanche's metric dictionary."""
     values: dict[int, float] = {}
@@ -170,7 +209,8 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
     registry = _registry()
     started_at = _now()
     seed = int(seed)
-    device = resolve_device(cfg.device)
+    dist_ctx = distributed.current()
+    device = dist_ctx.device(resolve_device(cfg.device))
     out = Path(cfg.output_dir)
     rid = run_id(strategy_spec, seed)
     name, params = registry.load_strategy_params(strategy_spec)
@@ -178,14 +218,14 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
     seed_everything(seed)
     bundle = build_stream(cfg.benchmark, cfg.data, seed)
     solver = build_solver(cfg.solver.name, bundle.input_shape, bundle.num_classes, bundle.scenario)
-    loggers = _loggers(cfg, out / "logs" / rid)
+    loggers = _loggers(cfg, out / "logs" / rid) if dist_ctx.is_main else []
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=loggers)
     ctx = registry.StrategyContext(
         input_shape=bundle.input_shape,
         num_classes=bundle.num_classes,
         scenario=bundle.scenario,
         train_epochs=int(cfg.solver.epochs),
-        train_mb_size=int(cfg.solver.batch_size),
+        train_mb_size=dist_ctx.local_batch(int(cfg.solver.batch_size)),
         eval_mb_size=int(cfg.eval_mb_size),
         lr=float(cfg.solver.lr),
         device=device,
@@ -195,6 +235,7 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
         generator_epochs=None if cfg.generator.epochs is None else int(cfg.generator.epochs),
     )
     strategy = registry.build_strategy(name, solver, params, ctx)
+    strategy.model = distributed.wrap(strategy.model.to(device))
     train_stream = bundle.benchmark.train_stream
     test_stream = bundle.benchmark.test_stream
     t_count = bundle.n_experiences
@@ -212,7 +253,7 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
             strategy.train(list(train_stream), num_workers=0)
             train_seconds = time.perf_counter() - tic
             tic = time.perf_counter()
-            row = accuracy_row(strategy.eval(test_stream, num_workers=0), t_count, t_count - 1)
+            row = _mean_over_processes(accuracy_row(strategy.eval(test_stream, num_workers=0), t_count, t_count - 1))
             eval_seconds = time.perf_counter() - tic
             acc_matrix = [list(row) for _ in range(t_count)]
             memory = int(registry.strategy_memory_bytes(strategy))
@@ -231,12 +272,13 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
                     previews[f"exp{i}_labels"] = labels[:PREVIEW_LIMIT].detach().cpu().to(torch.int64).numpy()
                     replay_experiences.append(i)
                 tic = time.perf_counter()
-                acc_matrix.append(accuracy_row(strategy.eval(test_stream, num_workers=0), t_count, i))
+                acc_matrix.append(_mean_over_processes(accuracy_row(strategy.eval(test_stream, num_workers=0),
+                                                                    t_count, i)))
                 eval_seconds += time.perf_counter() - tic
     finally:
         _close_loggers(loggers)
     replay_file = None
-    if previews:
+    if previews and dist_ctx.is_main:
         replay_file = f"replay/{rid}.npz"
         (out / "replay").mkdir(parents=True, exist_ok=True)
         tmp = out / "replay" / f".{rid}.tmp.npz"
@@ -260,6 +302,7 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
         "class_order": bundle.class_order,
         "threads": torch.get_num_threads(),
         "device": str(device),
+        "processes": dist_ctx.world_size,
         "strategy_params": _as_plain(params) if params is not None else None,
         "replay_experiences": replay_experiences,
         "replay_file": replay_file,
@@ -370,25 +413,27 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
     registry = _registry()
     for spec in cfg.strategies:
         registry.load_strategy_params(spec)  # unknown names/variants fail before any training
-    resolve_device(cfg.device)
+    dist_ctx = distributed.init_from_env(resolve_device(cfg.device))  # joins torchrun's group, if any
+    check_distributed(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = _start_state(cfg, out, resume, overwrite, command or default_command())
-    done = {(r["strategy"], int(r["seed"])) for r in results["runs"]}
-    todo = []
-    for spec in cfg.strategies:
-        for seed in cfg.seeds:
-            if (spec, int(seed)) in done:
-                log.info("skipping %s seed %d: already finished in %s", spec, int(seed), out / RESULTS_FILE)
-            else:
-                todo.append((spec, int(seed)))
-    # Record the (possibly new) config before the first run, so a crash leaves a consistent file.
-    write_outputs(results, out, plots=False)
+    # Rank 0 reads and writes the output folder and tells the other processes which runs to do.
+    plan, error = None, None
+    if dist_ctx.is_main:
+        try:
+            plan = _plan(cfg, out, resume, overwrite, command)
+        except ConfigError as err:
+            error = str(err)
+    if dist_ctx.enabled:
+        error = distributed.broadcast_object(error)
+        todo = distributed.broadcast_object(None if plan is None else plan[1])
+    if error is not None:
+        raise ConfigError(error)
+    results, todo = plan if dist_ctx.is_main else (None, todo)
     threads = threads_per_run(cfg)
-    log.info("%d run(s) to do, %d already finished; %d job(s) x %d thread(s)", len(todo), len(done),
-             int(cfg.jobs), threads)
 
     def record(run: dict) -> None:
+        if not dist_ctx.is_main:
+            return
         results["runs"] = _sort_runs(results["runs"] + [run], results["config"])
         write_outputs(results, out, plots=False)
         log.info("saved %s seed %d to %s", run["strategy"], run["seed"], out / RESULTS_FILE)
@@ -416,9 +461,30 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
                 for future in pending:
                     future.cancel()
                 raise
-    text = write_outputs(results, out, plots=True)
-    log.debug("report:\n%s", text)
-    return results
+    if dist_ctx.is_main:
+        text = write_outputs(results, out, plots=True)
+        log.debug("report:\n%s", text)
+    return distributed.broadcast_object(results)  # the same results in every process
+
+
+def _plan(cfg: DictConfig, out: Path, resume: bool, overwrite: bool, command: str | None
+          ) -> tuple[dict, list[tuple[str, int]]]:
+    """The results so far (written back at once, with the current config) and the runs still to do."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = _start_state(cfg, out, resume, overwrite, command or default_command())
+    done = {(r["strategy"], int(r["seed"])) for r in results["runs"]}
+    todo = []
+    for spec in cfg.strategies:
+        for seed in cfg.seeds:
+            if (spec, int(seed)) in done:
+                log.info("skipping %s seed %d: already finished in %s", spec, int(seed), out / RESULTS_FILE)
+            else:
+                todo.append((spec, int(seed)))
+    # Record the (possibly new) config before the first run, so a crash leaves a consistent file.
+    write_outputs(results, out, plots=False)
+    log.info("%d run(s) to do, %d already finished; %d job(s) x %d thread(s)", len(todo), len(done),
+             int(cfg.jobs), threads_per_run(cfg))
+    return results, todo
 
 
 def run(cfg: DictConfig, strategy_spec: str, seed: int, resume: bool = False, overwrite: bool = False, *,

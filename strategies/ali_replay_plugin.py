@@ -11,13 +11,14 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 from avalanche.models.utils import avalanche_forward
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ali_replay.ali import ALI
+from ali_replay import distributed
 from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError, ShapeError
 from ali_replay.latent_memory import LatentMemory
-from ali_replay.training import make_optimizers, train_step
+from ali_replay.training import Players, make_optimizers, train_step
 from strategies._common import as_config, check_choice, experience_groups, module_nbytes
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _fit_width(mask: torch.Tensor, width: int) -> torch.Tensor:
 REPLAY_OPTIM = {"lr_d": 1e-3, "lr_g": 1e-3, "cycle_x": 10.0, "cycle_z": 1.0}
 
 
-class ALIReplayPlugin(SupervisedPlugin):
+class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     """Generative replay from an ALI for any SupervisedTemplate (wake: replay; sleep: refresh).
 
     Wake (every experience after the first): a replay set is generated once, before
@@ -225,6 +226,8 @@ class ALIReplayPlugin(SupervisedPlugin):
         self._real: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self.replay_batch: Optional[ReplaySet] = None
         self._shape_checked = False
+        self._players: Optional[torch.nn.Module] = None  # DistributedDataParallel wrappers under torchrun
+        self._discriminator: Optional[torch.nn.Module] = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -254,10 +257,21 @@ class ALIReplayPlugin(SupervisedPlugin):
 
     # ------------------------------------------------------------------ callbacks
     def before_training(self, strategy, *args, **kwargs):
-        """Move the ALI to the strategy's device and remember the solver (for byte counts)."""
+        """Move the ALI to the strategy's device and remember the solver (for byte counts).
+
+        Under torchrun the ALI's players and discriminator train in DistributedDataParallel
+        (gradients averaged over processes, as the solver's are), and each process draws its
+        own replay (seed + rank) to go with its own shard of the real data.
+        """
         self._device = torch.device(strategy.device)
         self.ali.to(self._device)
-        self._solver = strategy.model
+        self._solver = distributed.unwrap(strategy.model)
+        dist_ctx = distributed.current()
+        if dist_ctx.enabled and self._players is None:
+            players = Players(self.ali) if self.ali.encoder is not None else self.ali.decoder
+            self._players = distributed.wrap(players)
+            self._discriminator = distributed.wrap(self.ali.discriminator)
+            self.generator.manual_seed(self.seed + 1_000_003 * dist_ctx.rank)
 
     def before_training_exp(self, strategy, *args, **kwargs):
         """Freeze the previous decoder and solver and generate this experience's replay set."""
@@ -275,7 +289,7 @@ class ALIReplayPlugin(SupervisedPlugin):
             self._prev_decoder = copy.deepcopy(self.ali.decoder).eval().requires_grad_(False)
         teacher = None
         if self.needs_solver_labels:
-            teacher = copy.deepcopy(strategy.model).eval().requires_grad_(False)
+            teacher = copy.deepcopy(distributed.unwrap(strategy.model)).eval().requires_grad_(False)
         n = self.replay_size or min(len(strategy.experience.dataset), MAX_DEFAULT_REPLAY)
         self.replay = self._generate(n, self._old_groups, teacher)
         del teacher  # labels are computed; the copy is not needed during the experience
@@ -373,7 +387,8 @@ class ALIReplayPlugin(SupervisedPlugin):
             y = torch.cat([y.to(batch.classes.dtype), batch.classes])
         self.ali.train()
         self.last_ali_stats = train_step(self.ali, self.optimizers, x, y if self.ali.conditional else None,
-                                         self.optim_cfg.cycle_x, self.optim_cfg.cycle_z, weight)
+                                         self.optim_cfg.cycle_x, self.optim_cfg.cycle_z, weight,
+                                         players=self._players, discriminator=self._discriminator)
 
     # ------------------------------------------------------------------ replay generation
     def _next_indices(self, size: int) -> torch.Tensor:
@@ -555,9 +570,16 @@ class ALIReplayPlugin(SupervisedPlugin):
         """ALI-only passes over the experience (plus replay) after the solver's epochs."""
         dataset = strategy.experience.dataset.train()
         size = strategy.train_mb_size
-        loader = DataLoader(dataset, batch_size=size, shuffle=True, collate_fn=getattr(dataset, "collate_fn", None),
-                            generator=torch.Generator().manual_seed(self.seed + self.experiences_seen))
-        for _ in range(epochs):
+        seed = self.seed + self.experiences_seen
+        dist_ctx = distributed.current()
+        sampler = (DistributedSampler(dataset, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=seed)
+                   if dist_ctx.enabled else None)  # each process its shard, as in the solver's epochs
+        loader = DataLoader(dataset, batch_size=size, shuffle=sampler is None, sampler=sampler,
+                            collate_fn=getattr(dataset, "collate_fn", None),
+                            generator=torch.Generator().manual_seed(seed))
+        for epoch in range(epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             for batch in loader:
                 x, y = batch[0].to(self._device), torch.as_tensor(batch[1]).long().to(self._device)
                 for _ in range(max(1, self.ali_steps_per_iteration)):
