@@ -57,32 +57,31 @@ def train_judge(x: torch.Tensor, y: torch.Tensor, num_classes: int, epochs: Opti
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Arg-max class of a classifier, in batches."""
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-
-
-@torch.no_grad()
-def encode_all(ali: ALI, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 512) -> torch.Tensor:
-    """Posterior means for many images, in batches."""
-    y = y if ali.conditional else None
-    return torch.cat([ali.encode(x[i:i + batch_size], None if y is None else y[i:i + batch_size])
+def batched(fn, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 512) -> torch.Tensor:
+    """`fn(x_batch, y_batch)` over many examples in batches, concatenated (y may be None)."""
+    return torch.cat([fn(x[i:i + batch_size], None if y is None else y[i:i + batch_size])
                       for i in range(0, len(x), batch_size)])
 
 
-@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Arg-max class of a classifier, in batches."""
+    return batched(lambda xb, _: model(xb).argmax(1), x, None, batch_size)
+
+
+def encode_all(ali: ALI, x: torch.Tensor, y: Optional[torch.Tensor] = None, batch_size: int = 512) -> torch.Tensor:
+    """Posterior means for many images, in batches."""
+    return batched(ali.encode, x, y if ali.conditional else None, batch_size)
+
+
 def encoder_hidden(ali: ALI, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """The encoder's last shared hidden layer (before the label and the latent head), in batches."""
-    return torch.cat([ali.encoder.trunk(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    return batched(lambda xb, _: ali.encoder.trunk(xb), x, None, batch_size)
 
 
-@torch.no_grad()
 def reconstruct_all(ali: ALI, x: torch.Tensor, y: Optional[torch.Tensor] = None,
                     batch_size: int = 512) -> torch.Tensor:
     """Reconstructions of many images, in batches."""
-    y = y if ali.conditional else None
-    return torch.cat([ali.reconstruct(x[i:i + batch_size], None if y is None else y[i:i + batch_size])
-                      for i in range(0, len(x), batch_size)])
+    return batched(ali.reconstruct, x, y if ali.conditional else None, batch_size)
 
 
 def labelled_subset(y: np.ndarray, per_class: Optional[int], cap: Optional[int], seed: int) -> np.ndarray:

@@ -220,7 +220,7 @@ class ALITrainer:
         order = torch.randperm(n, generator=self.shuffle).to(self.device)
         batches = n // bs  # drop the ragged last batch: BatchNorm and D prefer equal batch sizes
         sums: dict[str, torch.Tensor] = {}
-        started, seen = time.perf_counter(), 0
+        started, steps = time.perf_counter(), 0
         bar = tqdm(range(batches), desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=not self.dist.is_main,
                    dynamic_ncols=True)
@@ -238,17 +238,16 @@ class ALITrainer:
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             self.step += 1
-            seen += bs
-            if (i + 1) % cfg.train.log_every == 0:
-                means = {k: self.dist.mean(v / (i + 1)).item() for k, v in sums.items()}  # ranks agree
+            steps += 1
+            if steps % cfg.train.log_every == 0:
+                means = {k: self.dist.mean(v / steps).item() for k, v in sums.items()}  # ranks agree
                 if cfg.guard.enabled and not all(math.isfinite(v) for v in means.values()):
                     raise Divergence(f"non-finite losses at step {self.step}")
                 bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
         bar.close()
-        steps = max(1, i + 1 if batches else 1)
-        row = {k: self.dist.mean(v / steps).item() for k, v in sums.items()}
+        row = {k: self.dist.mean(v / max(1, steps)).item() for k, v in sums.items()}
         elapsed = time.perf_counter() - started
-        row.update(seconds=elapsed, images_per_second=seen / max(elapsed, 1e-9), rollbacks=self.rollbacks)
+        row.update(seconds=elapsed, images_per_second=steps * bs / max(elapsed, 1e-9), rollbacks=self.rollbacks)
         return row
 
     def _log_epoch(self, row: dict[str, float]) -> None:
