@@ -6,7 +6,7 @@ experience by experience. After each experience it evaluates on every test exper
 Avalanche's `accuracy_metrics(experience=True)` (through an `EvaluationPlugin` that also drives
 an `InteractiveLogger`, a `CSVLogger` under `logs/<strategy>_seed<k>/` and, when
 `logging.tensorboard` is true, a `TensorboardLogger` there) to fill row i of `acc_matrix`.
-Only the `train` calls count towards `train_seconds`. `peak_rss_mb` is
+Only the `train` calls count towards `train_seconds` (per experience: `experience_seconds`). `peak_rss_mb` is
 `resource.getrusage(RUSAGE_SELF).ru_maxrss` when the run ends: with `jobs > 1` each run has its
 own process (`rss_scope: "run"`); with `jobs = 1` all runs share the calling process, so it is the
 process peak so far (`rss_scope: "process"`). `memory_bytes` is the largest
@@ -243,6 +243,7 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
     previews: dict[str, np.ndarray] = {}
     replay_experiences: list[int] = []
     train_seconds = eval_seconds = 0.0
+    experience_seconds: list[float] = []
     memory = 0
     offline = _is_offline(strategy)
     try:
@@ -263,7 +264,8 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
                          t_count, sorted(experience.classes_in_this_experience))
                 tic = time.perf_counter()
                 strategy.train(experience, num_workers=0)
-                train_seconds += time.perf_counter() - tic
+                experience_seconds.append(round(time.perf_counter() - tic, 3))
+                train_seconds += experience_seconds[-1]
                 memory = max(memory, int(registry.strategy_memory_bytes(strategy)))
                 preview = registry.replay_preview(strategy)
                 if preview is not None:
@@ -294,6 +296,7 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
         "avg_acc_curve": metrics.avg_acc_curve(acc_matrix),
         "train_seconds": round(train_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
+        "experience_seconds": experience_seconds,
         "peak_rss_mb": _peak_rss_mb(),
         "rss_scope": "process",
         "memory_bytes": memory,

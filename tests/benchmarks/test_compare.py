@@ -52,6 +52,9 @@ def test_results_schema(tiny_results):
     for s in data["summary"].values():
         assert SUMMARY_KEYS <= set(s) and s["n_seeds"] == 1
     naive, joint, er = data["runs"]
+    # Each experience is timed (joint is cumulative training: one growing fit per experience).
+    assert len(naive["experience_seconds"]) == len(joint["experience_seconds"]) == 5
+    assert sum(naive["experience_seconds"]) == pytest.approx(naive["train_seconds"], abs=0.01)
     assert naive["memory_bytes"] == 0 and er["memory_bytes"] > 0 and joint["memory_bytes"] > 0
     # ER replays stored examples: its preview is saved and drawn per experience.
     assert er["replay_file"] == f"replay/{run_id('er@small', 0)}.npz" and (out / er["replay_file"]).is_file()
