@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -42,7 +43,7 @@ _ALI_PLUGIN_KEYS = ("source", "labels", "replay_size", "replay_batch_size", "wei
 _ACCEPTED = {
     "naive": (),
     "joint": (),
-    "er": ("mem_size",),
+    "er": ("mem_size", "memory_bytes"),
     "vae_replay": ("latent_dim", "hidden", "arch", "lr", "weight_decay", "replay_size"),
     "gan_replay": ("model", "optim") + tuple(k for k in _ALI_PLUGIN_KEYS if k != "source"),
     "ali_replay": ("model", "optim") + _ALI_PLUGIN_KEYS,
@@ -194,7 +195,7 @@ def build_strategy(name: str, solver: torch.nn.Module, params: Optional[Mapping]
         elif name == "joint":
             strategy = Cumulative(plugins=extra_plugins, **common)
         elif name == "er":
-            strategy = Replay(mem_size=int(p["mem_size"]), plugins=extra_plugins, **common)
+            strategy = Replay(mem_size=er_buffer_size(p, ctx.input_shape), plugins=extra_plugins, **common)
         elif name == "vae_replay":
             strategy = _build_vae_replay(p, ctx, common, extra_plugins, generator_epochs)
         else:
@@ -213,6 +214,18 @@ def build_strategy(name: str, solver: torch.nn.Module, params: Optional[Mapping]
     strategy.strategy_params = p
     logger.info("built strategy %s with %s", name, p)
     return strategy
+
+
+def er_buffer_size(p: Mapping, input_shape) -> int:
+    """er's buffer: `mem_size` examples, or as many as `memory_bytes` holds (uint8 pixels + int64 label)."""
+    if p.get("memory_bytes") is None:
+        return int(p["mem_size"])
+    per_example = math.prod(int(s) for s in input_shape) * PIXEL_BYTES + LABEL_BYTES
+    size = int(p["memory_bytes"]) // per_example
+    if size < 1:
+        raise ConfigError(f"er memory_bytes={p['memory_bytes']} holds no example of shape {tuple(input_shape)} "
+                          f"({per_example} bytes each); raise it or set mem_size")
+    return size
 
 
 def _build_vae_replay(p: dict, ctx: StrategyContext, common: dict, extra_plugins: list,

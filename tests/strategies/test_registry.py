@@ -131,6 +131,13 @@ def test_memory_accounting(stream, make_solver, evaluator):
     for experience in stream.train_stream[:2]:
         er.train(experience)
     assert strategy_memory_bytes(er) == 30 * (image + 8)
+    # er given a byte budget: as many examples as fit, counted the same way
+    er_bytes = build_strategy("er", make_solver(), {"memory_bytes": 40 * (image + 8) + 71}, _ctx(evaluator))
+    for experience in stream.train_stream[:2]:
+        er_bytes.train(experience)
+    assert strategy_memory_bytes(er_bytes) == 40 * (image + 8)
+    with pytest.raises(ConfigError, match="holds no example"):
+        build_strategy("er", make_solver(), {"memory_bytes": 10}, _ctx(evaluator))
     # vae_replay: the VAE and the frozen previous solver
     vae = build_strategy("vae_replay", make_solver(), {"hidden": 16, "latent_dim": 2}, _ctx(evaluator))
     generator = vae.generator_strategy.model
