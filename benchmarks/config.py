@@ -45,6 +45,7 @@ class BenchmarkConfig:
     name: str = "split_digits"
     scenario: str = "class_incremental"  # class_incremental | task_incremental
     shuffle_classes: bool = False  # True: class order permuted by the run's seed
+    n_experiences: Optional[int] = None  # None: the benchmark's own (5; 10 for split_cifar100)
 
 
 @dataclass

@@ -145,6 +145,7 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
     scenario = check_scenario(_get(benchmark_cfg, "scenario", "class_incremental"))
     shuffle = bool(_get(benchmark_cfg, "shuffle_classes", False))
     spec = STREAMS[name]
+    n_experiences = _get(benchmark_cfg, "n_experiences", None) or spec.n_experiences
     splits = data_module.load_dataset(
         spec.dataset,
         root=_get(data_cfg, "root", "data"),
@@ -152,9 +153,10 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
         path=_get(data_cfg, "path", None),
     )
     num_classes = int(splits.num_classes)
-    if num_classes % spec.n_experiences != 0:
-        raise ConfigError(f"benchmark '{name}' needs a class count divisible by {spec.n_experiences}, "
-                          f"but the data set has {num_classes} classes")
+    if n_experiences < 1 or num_classes % n_experiences != 0:
+        divisors = [k for k in range(1, num_classes + 1) if num_classes % k == 0]
+        raise ConfigError(f"benchmark.n_experiences={n_experiences} does not split the {num_classes} classes of "
+                          f"'{name}' evenly; choose one of {divisors}")
     present = sorted(set(splits.train.targets.unique().tolist()))
     if present != list(range(num_classes)):
         missing = sorted(set(range(num_classes)) - set(present))
@@ -163,21 +165,21 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
     train = _UInt8Images(splits.train.images, splits.train.targets)
     test = _UInt8Images(splits.test.images, splits.test.targets)
     bm = class_incremental_benchmark({"train": train, "test": test}, class_order=order,
-                                     num_experiences=spec.n_experiences)
+                                     num_experiences=n_experiences)
     if scenario == "task_incremental":
         bm = with_classes_timeline(task_incremental_benchmark(bm, reset_task_labels=True))
     else:
         bm = with_task_labels(bm)  # every experience gets task_label 0, as plugins expect
     _classes_as_lists(bm)
-    per_exp = num_classes // spec.n_experiences
-    groups = [order[i * per_exp:(i + 1) * per_exp] for i in range(spec.n_experiences)]
-    logger.info("%s (%s): %d experiences, class order %s", name, scenario, spec.n_experiences, order)
+    per_exp = num_classes // n_experiences
+    groups = [order[i * per_exp:(i + 1) * per_exp] for i in range(n_experiences)]
+    logger.info("%s (%s): %d experiences, class order %s", name, scenario, n_experiences, order)
     return StreamBundle(
         benchmark=bm,
         input_shape=tuple(int(s) for s in splits.shape),
         num_classes=num_classes,
         class_order=order,
         scenario=scenario,
-        n_experiences=spec.n_experiences,
+        n_experiences=n_experiences,
         classes_per_experience=groups,
     )

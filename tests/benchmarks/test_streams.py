@@ -50,6 +50,13 @@ def test_split_digits(digits_stream):
     assert labels == {4, 5}
 
 
+def test_number_of_experiences_can_be_chosen():
+    bundle = build_stream({"name": "split_digits", "n_experiences": 10}, None, seed=0)
+    _check_split(bundle, 10, 1, (1, 8, 8), n_train=1400, n_test=397)
+    with pytest.raises(ConfigError, match=r"n_experiences=3 does not split the 10 classes.*\[1, 2, 5, 10\]"):
+        build_stream({"name": "split_digits", "n_experiences": 3}, None, seed=0)
+
+
 def test_task_incremental_labels_are_experience_index():
     bundle = build_stream({"name": "split_digits", "scenario": "task_incremental"}, None, seed=0)
     assert bundle.scenario == "task_incremental"
