@@ -28,7 +28,8 @@ LABEL_MODES = ("stored", "solver_soft", "solver_hard")
 WEIGHTINGS = ("inverse_t", "concat")
 COVARIANCES = ("diag", "full")
 
-MAX_DEFAULT_REPLAY = 10000  # default replay set: as many as real examples, at most this many
+DEFAULT_REPLAY_SIZE = 60000  # replay examples made per experience (split MNIST: 0.942 vs 0.560 with 10,000)
+MAX_EXPERIENCE_REPLAY = 10000  # replay_size=None: as many as the experience's real examples, at most this many
 GENERATION_BATCH = 512  # examples decoded / labelled per no-grad batch
 REFRESH_SAMPLES = 1000  # draws per old class when refitting its Gaussian in the sleep phase
 PREVIEW_SIZE = 64
@@ -141,11 +142,12 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     previous solver at `temperature`), ``solver_hard`` (its argmax over old classes).
 
     Other arguments: `optim_cfg` (OptimConfig or mapping: the ALI's learning rates,
-    betas and cycle weights), `replay_size` (replay set size; None: as many as the
-    experience's real examples, at most 10000), `replay_batch_size` (None: the
+    betas and cycle weights), `replay_size` (replay set size, 60,000 by default: a set
+    much larger than the experience keeps the solver from memorising its replay; None:
+    as many as the experience's real examples, at most 10000), `replay_batch_size` (None: the
     strategy's train_mb_size), `memory_bytes` (latent_memory's budget), `covariance`
     (class_latent: ``diag`` or ``full``), `latent_scale` (spread of class_latent /
-    prior draws: < 1 trades diversity for fidelity), `ali_steps_per_iteration`,
+    prior draws: < 1 trades diversity for fidelity, and costs accuracy on split MNIST), `ali_steps_per_iteration`,
     `ali_epochs` (ALI passes per experience; None: one step per solver iteration;
     fewer than the solver's epochs stop it early, more add ALI-only epochs before the
     sleep), `pure_replay_epochs` (solver epochs on class-balanced replay of every class
@@ -153,7 +155,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     """
 
     def __init__(self, ali: ALI, optim_cfg: Any = None, source: Optional[str] = None, labels: str = "solver_soft",
-                 replay_size: Optional[int] = None, replay_batch_size: Optional[int] = None,
+                 replay_size: Optional[int] = DEFAULT_REPLAY_SIZE, replay_batch_size: Optional[int] = None,
                  weighting: str = "inverse_t", temperature: float = 2.0, memory_bytes: int = 200_000,
                  covariance: str = "diag", latent_scale: float = 1.0, ali_steps_per_iteration: int = 1,
                  ali_epochs: Optional[int] = None, pure_replay_epochs: int = 0, seed: int = 0):
@@ -290,7 +292,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         teacher = None
         if self.needs_solver_labels:
             teacher = copy.deepcopy(distributed.unwrap(strategy.model)).eval().requires_grad_(False)
-        n = self.replay_size or min(len(strategy.experience.dataset), MAX_DEFAULT_REPLAY)
+        n = self.replay_size or min(len(strategy.experience.dataset), MAX_EXPERIENCE_REPLAY)
         self.replay = self._generate(n, self._old_groups, teacher)
         del teacher  # labels are computed; the copy is not needed during the experience
         self._order = torch.empty(0, dtype=torch.long)
@@ -590,7 +592,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     def _pure_replay(self, strategy) -> None:
         """Solver epochs on class-balanced replay of every class seen so far (after the sleep)."""
-        n = self.replay_size or min(len(strategy.experience.dataset), MAX_DEFAULT_REPLAY)
+        n = self.replay_size or min(len(strategy.experience.dataset), MAX_EXPERIENCE_REPLAY)
         replay = self._generate(n, list(self.groups), None)
         model, size = strategy.model, strategy.train_mb_size
         model.train()
