@@ -4,9 +4,9 @@ from __future__ import annotations
 import copy
 import csv
 import logging
+import math
 import signal
 import threading
-import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ali_replay.ali import ALI, build_ali
 from ali_replay.checkpoint import load_checkpoint, save_checkpoint
 from ali_replay.data import DataSplits, load_dataset
+from ali_replay import distributed
 from ali_replay.distributed import init_from_env
 from ali_replay.errors import ConfigError, UserError
 from ali_replay.guard import Divergence, check_epoch
@@ -67,11 +68,8 @@ class ALITrainer:
         self.local_batch = self.dist.local_batch(cfg.train.batch_size)
         self.players = self.discriminator = None  # the ALI's own networks, unless distributed
         if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.players = DDP(Players(self.ali), device_ids=ids)
-            self.discriminator = DDP(self.ali.discriminator, device_ids=ids)
+            self.players = distributed.wrap(Players(self.ali))
+            self.discriminator = distributed.wrap(self.ali.discriminator)
             torch.manual_seed(cfg.seed + self.dist.rank)  # same weights everywhere, different noise per rank
         # Everything sits on the device once: per-batch indexing then costs no copies or workers.
         self.x_train = self.data.train.float_images().to(self.device)

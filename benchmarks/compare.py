@@ -163,10 +163,7 @@ def check_distributed(cfg: DictConfig) -> None:
 
 def _mean_over_processes(row: list[float]) -> list[float]:
     """A row of accuracies averaged over the processes (each evaluated its shard; equal shard sizes)."""
-    dist_ctx = distributed.current()
-    if not dist_ctx.enabled:
-        return row
-    return dist_ctx.mean(torch.tensor(row, dtype=torch.float64)).tolist()
+    return distributed.current().mean(torch.tensor(row, dtype=torch.float64)).tolist()
 
 
 def accuracy_row(metric_values: dict, n_experiences: int, row: int) -> list[float]:
@@ -420,18 +417,17 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
     check_distributed(cfg)
     out = Path(cfg.output_dir)
     # Rank 0 reads and writes the output folder and tells the other processes which runs to do.
-    plan, error = None, None
+    results, todo, error = None, None, None
     if dist_ctx.is_main:
         try:
-            plan = _plan(cfg, out, resume, overwrite, command)
+            results, todo = _plan(cfg, out, resume, overwrite, command)
         except ConfigError as err:
+            if not dist_ctx.enabled:
+                raise
             error = str(err)
-    if dist_ctx.enabled:
-        error = distributed.broadcast_object(error)
-        todo = distributed.broadcast_object(None if plan is None else plan[1])
+    error, todo = distributed.broadcast_object((error, todo))
     if error is not None:
         raise ConfigError(error)
-    results, todo = plan if dist_ctx.is_main else (None, todo)
     threads = threads_per_run(cfg)
 
     def record(run: dict) -> None:

@@ -220,7 +220,7 @@ def er_buffer_size(p: Mapping, input_shape) -> int:
     """er's buffer: `mem_size` examples, or as many as `memory_bytes` holds (uint8 pixels + int64 label)."""
     if p.get("memory_bytes") is None:
         return int(p["mem_size"])
-    per_example = math.prod(int(s) for s in input_shape) * PIXEL_BYTES + LABEL_BYTES
+    per_example = _stored_bytes(math.prod(int(s) for s in input_shape))
     size = int(p["memory_bytes"]) // per_example
     if size < 1:
         raise ConfigError(f"er memory_bytes={p['memory_bytes']} holds no example of shape {tuple(input_shape)} "
@@ -251,9 +251,14 @@ def _find(strategy, kind) -> Optional[SupervisedPlugin]:
     return next((p for p in strategy.plugins if isinstance(p, kind)), None)
 
 
+def _stored_bytes(pixels: int) -> int:
+    """Bytes one stored example of `pixels` values takes: uint8 pixels plus an int64 label."""
+    return pixels * PIXEL_BYTES + LABEL_BYTES
+
+
 def _example_bytes(dataset) -> int:
-    """Bytes one stored example takes: uint8 pixels plus an int64 label."""
-    return int(dataset[0][0].numel()) * PIXEL_BYTES + LABEL_BYTES
+    """Bytes one stored example of `dataset` takes (see `_stored_bytes`)."""
+    return _stored_bytes(int(dataset[0][0].numel()))
 
 
 def strategy_memory_bytes(strategy) -> int:
