@@ -23,6 +23,7 @@ from ali_replay.errors import ConfigError
 from strategies._common import as_config, check_choice, module_nbytes
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
+from strategies.reconstruction_solver import ReconstructionSolver
 from strategies.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -39,15 +40,16 @@ PREVIEW_SIZE = 64
 # The keys each strategy's params accept (besides `model` / `optim` where listed).
 _ALI_PLUGIN_KEYS = ("source", "labels", "replay_size", "replay_batch_size", "weighting", "temperature",
                     "memory_bytes", "covariance", "latent_scale", "ali_steps_per_iteration", "ali_epochs",
-                    "pure_replay_epochs")
+                    "pure_replay_epochs", "filter_replay")
 _ACCEPTED = {
     "naive": (),
     "joint": (),
     "er": ("mem_size", "memory_bytes"),
     "vae_replay": ("latent_dim", "hidden", "arch", "lr", "weight_decay", "replay_size"),
     "gan_replay": ("model", "optim") + tuple(k for k in _ALI_PLUGIN_KEYS if k != "source"),
-    "ali_replay": ("model", "optim") + _ALI_PLUGIN_KEYS,
+    "ali_replay": ("model", "optim", "solver_input") + _ALI_PLUGIN_KEYS,
 }
+SOLVER_INPUTS = ("image", "reconstruction")  # ali_replay's solver reads images, or the ALI's round trip of them
 
 
 @dataclass
@@ -209,11 +211,22 @@ def build_strategy(name: str, solver: torch.nn.Module, params: Optional[Mapping]
                 replay["ali_epochs"] = ctx.generator_epochs
             if name == "gan_replay":
                 replay["source"] = "conditional" if model_cfg.conditional else "prior"
+            if check_choice("solver_input", p.get("solver_input", "image"), SOLVER_INPUTS) == "reconstruction":
+                common = {**common, **_reconstruction_solver(ali, solver, ctx)}
             strategy = ALIGenerativeReplay(ali=ali, replay=replay, plugins=extra_plugins, **common)
     strategy.strategy_name = name
     strategy.strategy_params = p
     logger.info("built strategy %s with %s", name, p)
     return strategy
+
+
+def _reconstruction_solver(ali, solver: torch.nn.Module, ctx: StrategyContext) -> dict:
+    """The model and optimiser of `solver` fed the ALI's reconstructions (ReconstructionSolver)."""
+    if ctx.scenario != "class_incremental":
+        raise ConfigError("solver_input=reconstruction supports class_incremental streams only (the wrapped "
+                          "solver gets no task labels); use solver_input=image for task_incremental")
+    model = ReconstructionSolver(ali, solver)
+    return {"model": model, "optimizer": torch.optim.Adam(model.parameters(), lr=ctx.lr)}
 
 
 def er_buffer_size(p: Mapping, input_shape) -> int:

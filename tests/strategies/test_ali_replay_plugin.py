@@ -9,7 +9,8 @@ from avalanche.training import Naive
 
 from ali_replay.errors import ConfigError
 from strategies._common import module_nbytes
-from strategies.ali_replay_plugin import LABEL_MODES, SOURCES, ALIReplayPlugin, distillation_loss
+from strategies.ali_replay_plugin import (LABEL_MODES, SOURCES, ALIReplayPlugin, as_float_images,
+                                         distillation_loss)
 
 
 class Recorder(SupervisedPlugin):
@@ -68,8 +69,11 @@ def test_replay_set_per_source_and_label_mode(source, labels, stream, make_ali):
     for t, replay in enumerate(rec.replays[1:], start=2):
         old = list(range(2 * (t - 1)))
         assert len(replay) == 60
-        assert replay.images.shape == (60, 1, 8, 8)
-        assert 0.0 <= float(replay.images.min()) and float(replay.images.max()) <= 1.0
+        assert replay.images.shape == (60, 1, 8, 8) and replay.images.dtype == torch.uint8  # stored as data sets are
+        batch = replay.batch(torch.arange(60))
+        assert batch.images.dtype == torch.float32
+        assert 0.0 <= float(batch.images.min()) and float(batch.images.max()) <= 1.0
+        assert torch.equal(batch.images * 255, replay.images.float())
         assert torch.equal(replay.tasks, torch.zeros(60, dtype=torch.long))
         if labels == "solver_soft":
             assert replay.targets.dtype == torch.float32 and replay.targets.shape == (60, 10)
@@ -251,3 +255,52 @@ def test_runs_on_cuda(stream, make_ali):
     for experience in stream.train_stream[:2]:
         strategy.train(experience)
     assert plugin.ali.device.type == "cuda"
+
+
+def _teacher_agreement(replay, teacher):
+    """Share of replayed examples whose teacher argmax over classes 0 and 1 is their class."""
+    with torch.no_grad():
+        verdict = teacher(as_float_images(replay.images))[:, :2].argmax(1)
+    return float((verdict == replay.classes).float().mean())
+
+
+@pytest.mark.parametrize("labels", ["solver_soft", "stored"])
+def test_filter_replay_keeps_what_the_previous_solver_recognises(stream, make_ali, labels):
+    """A barely trained conditional ALI: filtering must raise the share the teacher recognises, keep size and balance."""
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(conditional=True), source="conditional", labels=labels, replay_size=400,
+                             filter_replay=True, seed=0)
+    strategy, _ = run(plugin, stream, experiences=1, epochs=10, recorder=False)
+    assert plugin.needs_teacher
+    teacher = copy.deepcopy(strategy.model).eval()
+    torch.manual_seed(1)
+    plugin.filter_replay = False
+    plain = plugin._generate(400, plugin.groups, teacher)
+    assert plugin.last_acceptance is None
+    plugin.filter_replay = True
+    filtered = plugin._generate(400, plugin.groups, teacher)
+    acceptance = plugin.last_acceptance
+    assert 0.0 < acceptance < 1.0  # the tiny ALI makes some examples the solver does not recognise
+    assert len(filtered) == 400
+    assert torch.bincount(filtered.classes, minlength=2)[:2].tolist() == [200, 200]
+    assert _teacher_agreement(filtered, teacher) > max(acceptance, _teacher_agreement(plain, teacher))
+    assert filtered.soft == (labels == "solver_soft")
+    if labels == "stored":
+        assert torch.equal(filtered.targets, filtered.classes)
+
+
+def test_filter_replay_tops_up_a_class_the_solver_never_recognises(stream, make_ali):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(conditional=True), source="conditional", labels="stored", replay_size=101,
+                             filter_replay=True, seed=0)
+    run(plugin, stream, experiences=1, epochs=2, recorder=False)
+
+    class SaysZero(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+    replay = plugin._generate(101, plugin.groups, SaysZero())
+    assert plugin.last_acceptance == pytest.approx(0.5, abs=0.02)
+    counts = torch.bincount(replay.classes, minlength=2)[:2].tolist()
+    assert len(replay) == 101 and sorted(counts) == [50, 51]  # class 1 filled with its rejected examples
+    assert torch.equal(replay.targets, replay.classes)

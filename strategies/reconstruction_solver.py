@@ -1,0 +1,50 @@
+"""ReconstructionSolver: a solver that classifies the ALI's reconstructions of its inputs."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ali_replay.ali import ALI
+from ali_replay.errors import ConfigError
+
+
+class ReconstructionSolver(nn.Module):
+    """solver(G_x(G_z(x))): any classifier, fed every image through the ALI's round trip.
+
+    Why: where the ALI cannot render fine detail (CIFAR-10 on a CPU budget), decoded
+    replay is blurrier than real images, and a solver on raw pixels learns that blur
+    means "an old class": pixel replay then forgets as fast as no replay, and so does a
+    classifier over the encoder's codes (codes of decoded images and of real ones stay
+    apart). Passed through the same encoder and decoder, real images and replay reach
+    the solver in one image domain, so replayed classes are judged like real ones.
+
+    The ALI is held by reference, not as a submodule: `parameters()`, `state_dict()`
+    and `.to()` cover the wrapped solver only, so the solver's optimiser never updates
+    the ALI (its own objective trains it) and its bytes are not counted twice. A deep
+    copy (the previous solver kept as a teacher) copies the ALI too, so the teacher sees
+    images through the ALI it was trained with. The round trip runs in eval mode
+    (posterior means, BatchNorm running statistics) and without autograd history.
+    """
+
+    def __init__(self, ali: ALI, solver: nn.Module):
+        super().__init__()
+        if not isinstance(ali, ALI) or ali.encoder is None:
+            raise ConfigError("solver_input=reconstruction needs an ALI with an encoder")
+        if ali.conditional:
+            raise ConfigError("solver_input=reconstruction needs an unconditional ALI (model.conditional=false): "
+                              "a class-conditional encoder needs the label the solver is asked for")
+        self.__dict__["ali"] = ali  # plain attribute: see the class docstring
+        self.solver = solver
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """G_x(G_z(x)) for a batch of images, in eval mode, without autograd history."""
+        was_training = self.ali.training
+        self.ali.eval()
+        out = self.ali.reconstruct(x)
+        self.ali.train(was_training)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch of images."""
+        return self.solver(self.reconstruct(x))
