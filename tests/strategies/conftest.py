@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig
+from strategies.registry import StrategyContext
 
 SHAPE = (1, 8, 8)
 PER_CLASS = 40  # training images per class in the tiny streams: 80 per experience
@@ -103,3 +104,18 @@ def evaluator():
 def stream_factory(digits):
     """make_stream bound to the digits."""
     return lambda **kw: make_stream(digits, **kw)
+
+
+def strategy_context(**overrides) -> StrategyContext:
+    """A StrategyContext for the tiny streams: 8x8 digits, 10 classes, CPU, a silent evaluator."""
+    base = dict(input_shape=SHAPE, num_classes=10, scenario="class_incremental", train_epochs=1,
+                train_mb_size=20, eval_mb_size=100, lr=1e-3, device=torch.device("cpu"),
+                evaluator=silent_evaluator(), generator_epochs=1)
+    base.update(overrides)
+    return StrategyContext(**base)
+
+
+@pytest.fixture
+def make_context():
+    """Factory of StrategyContexts for the tiny streams (keyword overrides)."""
+    return strategy_context

@@ -6,15 +6,7 @@ import torch
 
 from ali_replay.errors import ConfigError
 from strategies.reconstruction_solver import ReconstructionSolver
-from strategies.registry import StrategyContext, build_strategy
-
-
-def _ctx(evaluator, **kw):
-    base = dict(input_shape=(1, 8, 8), num_classes=10, scenario="class_incremental", train_epochs=2,
-                train_mb_size=20, eval_mb_size=100, lr=1e-3, device=torch.device("cpu"), evaluator=evaluator(),
-                generator_epochs=1)
-    base.update(kw)
-    return StrategyContext(**base)
+from strategies.registry import build_strategy
 
 
 def _params(**kw):
@@ -90,11 +82,11 @@ def test_bad_alis_are_refused(make_ali, make_solver):
         ReconstructionSolver(make_ali(encoder=False), make_solver())
 
 
-def test_registry_wraps_the_benchmarks_solver(stream, make_solver, evaluator):
+def test_registry_wraps_the_benchmarks_solver(stream, make_solver, make_context):
     """ali_epochs=0 freezes the ALI: training must change the solver and nothing of the ALI."""
     torch.manual_seed(0)
     solver = make_solver()
-    strategy = build_strategy("ali_replay", solver, _params(ali_epochs=0), _ctx(evaluator))
+    strategy = build_strategy("ali_replay", solver, _params(ali_epochs=0), make_context(train_epochs=2))
     model = strategy.model
     assert isinstance(model, ReconstructionSolver) and model.ali is strategy.ali and model.solver is solver
     assert {id(p) for g in strategy.optimizer.param_groups for p in g["params"]} == \
@@ -110,11 +102,11 @@ def test_registry_wraps_the_benchmarks_solver(stream, make_solver, evaluator):
     assert set(strategy.replay_plugin.last_replay[1].tolist()) <= {0, 1}
 
 
-def test_registry_refuses_it_where_it_cannot_work(make_solver, evaluator):
+def test_registry_refuses_it_where_it_cannot_work(make_solver, make_context):
     with pytest.raises(ConfigError, match="class_incremental"):
-        build_strategy("ali_replay", make_solver(), _params(), _ctx(evaluator, scenario="task_incremental"))
+        build_strategy("ali_replay", make_solver(), _params(), make_context(scenario="task_incremental"))
     with pytest.raises(ConfigError, match="unconditional"):
         build_strategy("ali_replay", make_solver(), _params(model={"conditional": True, "latent_dim": 4}),
-                       _ctx(evaluator))
+                       make_context())
     with pytest.raises(ConfigError, match="solver_input"):
-        build_strategy("ali_replay", make_solver(), _params(solver_input="pixels"), _ctx(evaluator))
+        build_strategy("ali_replay", make_solver(), _params(solver_input="pixels"), make_context())
