@@ -170,7 +170,9 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     prior draws: < 1 trades diversity for fidelity, and costs accuracy on split MNIST), `ali_steps_per_iteration`,
     `ali_epochs` (ALI passes per experience; None: one step per solver iteration;
     fewer than the solver's epochs stop it early, more add ALI-only epochs before the
-    sleep), `pure_replay_epochs` (solver epochs on class-balanced replay of every class
+    sleep), `first_ali_epochs` (the same for the first experience, where the ALI learns from
+    scratch and trains on real data only, at half the cost of a step with replay; None:
+    `ali_epochs`), `pure_replay_epochs` (solver epochs on class-balanced replay of every class
     seen, after the sleep; stored labels only), `filter_replay` (keep only generated
     examples the previous solver assigns to the class they were generated for, each class's
     share refilled from fresh draws; `last_acceptance` holds the share it recognised),
@@ -181,8 +183,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
                  replay_size: Optional[int] = DEFAULT_REPLAY_SIZE, replay_batch_size: Optional[int] = None,
                  weighting: str = "inverse_t", temperature: float = 2.0, memory_bytes: int = 200_000,
                  covariance: str = "diag", latent_scale: float = 1.0, ali_steps_per_iteration: int = 1,
-                 ali_epochs: Optional[int] = None, pure_replay_epochs: int = 0, filter_replay: bool = False,
-                 seed: int = 0):
+                 ali_epochs: Optional[int] = None, first_ali_epochs: Optional[int] = None,
+                 pure_replay_epochs: int = 0, filter_replay: bool = False, seed: int = 0):
         super().__init__()
         if source is None:  # the best measured source for this kind of ALI on split digits (BENCHMARKS.md)
             source = "conditional" if ali.conditional else "class_latent"
@@ -205,7 +207,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             raise ConfigError("pure_replay_epochs needs labels=stored (replay of every class seen, "
                               "the current ones included, which no previous solver can label)")
         for name, value, low in (("replay_size", replay_size, 1), ("replay_batch_size", replay_batch_size, 1),
-                                 ("ali_epochs", ali_epochs, 0)):
+                                 ("ali_epochs", ali_epochs, 0), ("first_ali_epochs", first_ali_epochs, 0)):
             if value is not None and int(value) < low:
                 raise ConfigError(f"{name} must be >= {low} or null, got {value}")
         for name, value in (("ali_steps_per_iteration", ali_steps_per_iteration),
@@ -230,6 +232,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.memory_budget = int(memory_bytes)
         self.ali_steps_per_iteration = int(ali_steps_per_iteration)
         self.ali_epochs = ali_epochs
+        self.first_ali_epochs = first_ali_epochs
         self.pure_replay_epochs = int(pure_replay_epochs)
         self.filter_replay = bool(filter_replay)
         self.last_acceptance: Optional[float] = None  # share of the last replay draw the teacher recognised
@@ -262,6 +265,13 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def needs_teacher(self) -> bool:
         """Whether a frozen copy of the previous solver labels or filters the replay."""
         return self.labels != "stored" or self.filter_replay
+
+    @property
+    def current_ali_epochs(self) -> Optional[int]:
+        """The ALI passes of the experience under way: `first_ali_epochs` in the first, else `ali_epochs`."""
+        if self.experiences_seen <= 1 and self.first_ali_epochs is not None:
+            return self.first_ali_epochs
+        return self.ali_epochs
 
     def seen_classes(self) -> list[int]:
         """Classes seen so far (sorted)."""
@@ -327,7 +337,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
                     self.experiences_seen, len(self.replay), len(self._old_groups), self.source, self.labels)
 
     def before_training_epoch(self, strategy, *args, **kwargs):
-        """Count epochs, so that the ALI trains only during its first `ali_epochs`."""
+        """Count epochs, so that the ALI trains only during its first `current_ali_epochs`."""
         self._epoch += 1
 
     def before_training_iteration(self, strategy, *args, **kwargs):
@@ -367,7 +377,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     def after_training_iteration(self, strategy, *args, **kwargs):
         """Update the ALI on the real mini-batch plus its own replay."""
-        if self.ali_epochs is not None and self._epoch > self.ali_epochs:
+        epochs = self.current_ali_epochs
+        if epochs is not None and self._epoch > epochs:
             return
         x, y = self._real
         for step in range(self.ali_steps_per_iteration):
@@ -378,7 +389,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     def after_training_exp(self, strategy, *args, **kwargs):
         """Extra ALI epochs if asked, then the sleep refresh, then optional pure-replay solver epochs."""
-        extra = (self.ali_epochs or 0) - strategy.train_epochs
+        extra = (self.current_ali_epochs or 0) - strategy.train_epochs
         if extra > 0:
             self._extra_ali_epochs(strategy, extra)
         self.sleep(strategy)

@@ -201,6 +201,31 @@ def test_ali_epochs_control_the_generator_budget(stream, make_ali):
     assert steps == {None: 2 * 2 * per_epoch, 1: 2 * per_epoch, 3: 2 * 3 * per_epoch}
 
 
+@pytest.mark.parametrize("first, later, expected", [(3, 1, [3, 1, 1]), (1, None, [1, 2, 2]), (None, 1, [1, 1, 1])])
+def test_first_ali_epochs_set_the_first_experiences_budget(stream, make_ali, first, later, expected):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="class_latent", ali_epochs=later, first_ali_epochs=first)
+    per_experience = []
+    original = plugin._ali_step
+
+    def counting_step(*args):
+        per_experience[-1] += 1
+        original(*args)
+
+    plugin._ali_step = counting_step
+    starts = type("Starts", (SupervisedPlugin,), {
+        "before_training_exp": lambda self, strategy, **kw: per_experience.append(0)})()
+    torch.manual_seed(0)
+    solver = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    strategy = Naive(model=solver, optimizer=torch.optim.Adam(solver.parameters(), 1e-3), train_mb_size=20,
+                     train_epochs=2, eval_mb_size=100, plugins=[starts, plugin], evaluator=None)
+    for experience in stream.train_stream[:3]:
+        strategy.train(experience)
+    assert per_experience == [e * (80 // 20) for e in expected]
+    with pytest.raises(ConfigError, match="first_ali_epochs"):
+        ALIReplayPlugin(make_ali(), first_ali_epochs=-1)
+
+
 def test_task_incremental_replay_gets_the_task_of_its_class(task_stream, make_ali):
     torch.manual_seed(0)
     plugin = ALIReplayPlugin(make_ali(), source="latent_memory", labels="stored", memory_bytes=3000)
