@@ -235,7 +235,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.first_ali_epochs = first_ali_epochs
         self.pure_replay_epochs = int(pure_replay_epochs)
         self.filter_replay = bool(filter_replay)
-        self.last_acceptance: Optional[float] = None  # share of the last replay draw the teacher recognised
+        self.last_acceptance: Optional[float] = None  # share of the latest replay's first draw the teacher recognised
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
 

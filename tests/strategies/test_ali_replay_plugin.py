@@ -291,7 +291,7 @@ def _teacher_agreement(replay, teacher):
 
 @pytest.mark.parametrize("labels", ["solver_soft", "stored"])
 def test_filter_replay_keeps_what_the_previous_solver_recognises(stream, make_ali, labels):
-    """A barely trained conditional ALI: filtering must raise the share the teacher recognises, keep size and balance."""
+    """A half-trained conditional ALI: filtering must raise the share the teacher recognises, keep size and balance."""
     torch.manual_seed(0)
     plugin = ALIReplayPlugin(make_ali(conditional=True), source="conditional", labels=labels, replay_size=400,
                              filter_replay=True, seed=0)
