@@ -510,24 +510,24 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         With `filter_replay` (and a teacher) only examples the previous solver assigns to the
         class they were generated for are kept, each group's share refilled from fresh draws.
         """
-        group_ids = [self.groups.index(g) for g in groups]
-        replay, hard, group_idx = self._draw(n, group_ids, groups, teacher)
+        replay, hard, group_idx = self._draw(n, groups, teacher)
         self.last_acceptance = None
         if teacher is not None and self.filter_replay and group_idx is not None:
-            replay, hard = self._keep_recognised(replay, hard, group_idx, group_ids, groups, teacher)
+            replay, hard = self._keep_recognised(replay, hard, group_idx, groups, teacher)
         order = torch.randperm(len(replay), generator=self.generator).to(self._device)  # mixed classes
         replay = replay.take(order)
         preview = replay.batch(torch.arange(min(PREVIEW_SIZE, len(replay)), device=self._device))
         self.last_replay = (preview.images.cpu(), hard[order][:PREVIEW_SIZE].cpu())
         return replay
 
-    def _draw(self, n: int, group_ids: list[int], groups: list[tuple[int, int]], teacher: Optional[torch.nn.Module]
+    def _draw(self, n: int, groups: list[tuple[int, int]], teacher: Optional[torch.nn.Module]
               ) -> tuple[ReplaySet, torch.Tensor, Optional[torch.Tensor]]:
         """n freshly decoded examples, the teacher's hard labels (or the classes) and their groups.
 
         The group indices are None where the source picks no class (unconditional prior codes:
         the teacher's verdict is the class).
         """
+        group_ids = [self.groups.index(g) for g in groups]
         codes, group_idx = self._sample_codes(n, group_ids)
         group_class = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)
         group_task = torch.as_tensor([t for _, t in self.groups], dtype=torch.long)
@@ -549,20 +549,20 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         return replay, hard.to(self._device), group_idx if conditioned else None
 
     def _keep_recognised(self, replay: ReplaySet, hard: torch.Tensor, group_idx: torch.Tensor,
-                         group_ids: list[int], groups: list[tuple[int, int]], teacher: torch.nn.Module
-                         ) -> tuple[ReplaySet, torch.Tensor]:
+                         groups: list[tuple[int, int]], teacher: torch.nn.Module) -> tuple[ReplaySet, torch.Tensor]:
         """The examples whose teacher label is their class, an equal share per group.
 
         Up to `FILTER_ROUNDS` fresh draws fill each group's share; a share still short
         after them is topped up with that group's rejected examples, so the set keeps its size.
         """
+        group_ids = [self.groups.index(g) for g in groups]
         quota = torch.bincount(self._balanced_groups(len(replay), group_ids), minlength=len(self.groups))
         kept: dict[int, list[torch.Tensor]] = {g: [] for g in group_ids}  # accepted rows per group, per round
         spare: dict[int, list[torch.Tensor]] = {g: [] for g in group_ids}  # rejected rows, for a top-up
         draws, have = [], torch.zeros_like(quota)
         for round_ in range(FILTER_ROUNDS):
             if round_:
-                replay, hard, group_idx = self._draw(len(replay), group_ids, groups, teacher)
+                replay, hard, group_idx = self._draw(len(replay), groups, teacher)
             ok = (hard == replay.classes).cpu()
             draws.append((replay, hard, ok))
             for g in group_ids:
