@@ -8,6 +8,7 @@ from avalanche.models.generator import Generator
 from torch import nn
 
 from ali_replay.models import Decoder, Encoder, JointDiscriminator, choose_preset
+from ali_replay.runtime import evaluating
 
 
 class ALI(Generator, nn.Module):
@@ -74,11 +75,8 @@ class ALI(Generator, nn.Module):
         n = batch_size or 1
         if condition is not None:
             condition = torch.as_tensor(condition, device=self.device).long().expand(n)
-        was_training = self.training
-        self.eval()  # replay uses the networks' inference mode (BatchNorm running statistics)
-        with torch.no_grad():
+        with evaluating(self):  # replay uses the networks' inference mode (BatchNorm running statistics)
             out = self.sample(n, condition)
-        self.train(was_training)
         return out if batch_size else out.squeeze(0)
 
     def get_features(self, x: torch.Tensor) -> torch.Tensor:

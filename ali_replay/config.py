@@ -47,6 +47,9 @@ class OptimConfig:
     beta2: float = 0.999
     cycle_x: float = 1.0  # ALICE-style L1 weight on |x - G_x(G_z(x))|
     cycle_z: float = 1.0  # ALICE-style L1 weight on |z - G_z(G_x(z))|
+    update_order: str = "alternating"  # alternating: D steps, then G against the updated D; simultaneous: both
+    # players from one discriminator pass (the ALI authors' recipe; one D forward fewer per update)
+    precision: str = "float32"  # bfloat16: forward passes under bf16 autocast (faster on CPUs with bf16 units)
 
 
 @dataclass

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from ali_replay.ali import ALI
+from ali_replay.runtime import evaluating
 
 
 class Divergence(Exception):
@@ -16,12 +17,9 @@ class Divergence(Exception):
 @torch.no_grad()
 def sample_diversity(ali: ALI, x_real: torch.Tensor, n: int = 256, seed: int = 0) -> float:
     """Mean pairwise distance between decoded prior samples, relative to that between real images."""
-    was_training = ali.training
-    ali.eval()
-    with torch.random.fork_rng(devices=[ali.device] if ali.device.type == "cuda" else []):
+    with evaluating(ali), torch.random.fork_rng(devices=[ali.device] if ali.device.type == "cuda" else []):
         torch.manual_seed(seed)
         samples = ali.sample(n).flatten(1)
-    ali.train(was_training)
     real = x_real[:n].flatten(1)
     return (torch.pdist(samples).mean() / torch.pdist(real).mean().clamp_min(1e-12)).item()
 

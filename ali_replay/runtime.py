@@ -1,8 +1,10 @@
-"""Process-level settings shared by every command: device, seeds and threads."""
+"""Process-level settings shared by every command: device, seeds and threads; and inference mode."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -22,6 +24,23 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError(f"device={name} was asked for but no CUDA GPU is visible; use device=cpu or auto")
         return torch.device(name)
     raise ConfigError(f"unknown device '{name}'; valid: {', '.join(DEVICES)} (or cuda:N)")
+
+
+@contextlib.contextmanager
+def evaluating(*modules: torch.nn.Module) -> Iterator[None]:
+    """Run a block in eval mode (BatchNorm running statistics, no dropout) and without autograd.
+
+    Each module gets its own train/eval mode back on exit, exceptions included.
+    """
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
 
 
 def seed_everything(seed: int) -> None:

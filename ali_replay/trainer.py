@@ -24,7 +24,7 @@ from ali_replay.errors import ConfigError, UserError
 from ali_replay.guard import Divergence, check_epoch
 from ali_replay.pictures import save_interpolations, save_reconstructions, save_samples
 from ali_replay.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
-from ali_replay.training import ALIOptimizers, Players, make_optimizers, train_step
+from ali_replay.training import ALIOptimizers, Players, check_optim, make_optimizers, train_step
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class ALITrainer:
         seed_everything(cfg.seed)
         self.data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path)
         self.ali, self.optimizers = build_from_config(cfg, self.data, self.device)
+        check_optim(cfg.optim, self.dist.enabled)
         self.local_batch = self.dist.local_batch(cfg.train.batch_size)
         self.players = self.discriminator = None  # the ALI's own networks, unless distributed
         if self.dist.enabled:
@@ -232,7 +233,8 @@ class ALITrainer:
             idx = order[start:start + self.local_batch]
             stats = train_step(self.ali, self.optimizers, self.x_train[idx], self.y_train[idx],
                                cycle_x=cfg.optim.cycle_x, cycle_z=cfg.optim.cycle_z,
-                               players=self.players, discriminator=self.discriminator)
+                               players=self.players, discriminator=self.discriminator,
+                               update_order=cfg.optim.update_order, precision=cfg.optim.precision)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             self.step += 1

@@ -19,7 +19,7 @@ from ali_replay.ali import build_ali
 from ali_replay.config import load_run_config
 from ali_replay.runtime import resolve_device
 from ali_replay.trainer import ALITrainer
-from ali_replay.training import make_optimizers
+from ali_replay.training import UPDATE_ORDERS, make_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -38,49 +38,74 @@ def _write_npz(path: Path, shape, n: int, seed: int = 0) -> None:
 
 
 def minimal_loop(model_cfg, optim_cfg, shape, x: torch.Tensor, batch_size: int, device, channels_last: bool,
-                 autocast: bool) -> float:
-    """Images per second of a bare ALI update loop (no logging, no checkpoints)."""
+                 autocast: bool, compile_nets: bool = False) -> float:
+    """Images per second of a bare ALI update loop (no logging, no checkpoints).
+
+    It follows `optim_cfg.update_order`: alternating (the discriminator steps, then the
+    encoder and decoder against it) or simultaneous (both from one discriminator pass).
+    """
     torch.manual_seed(0)
     ali = build_ali(shape, model_cfg, 10).to(device)
     if channels_last:
         ali = ali.to(memory_format=torch.channels_last)
     opt = make_optimizers(ali, optim_cfg)
+    enc, dec, disc = ali.encoder, ali.decoder, ali.discriminator
+    if compile_nets:
+        enc, dec, disc = torch.compile(enc), torch.compile(dec), torch.compile(disc)
+    d_params, g_params = list(ali.discriminator.parameters()), list(dec.parameters()) + list(enc.parameters())
+    simultaneous = optim_cfg.update_order == "simultaneous"
     steps = len(x) // batch_size
-    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    dtype = torch.bfloat16  # as the trainer's optim.precision=bfloat16, on CPU and CUDA alike
+    warmup = min(3, steps - 1) if compile_nets else 0  # compilation happens in the first steps: not timed
     start = time.perf_counter()
     for i in range(steps):
+        if i == warmup:
+            start = time.perf_counter()
         xb = x[i * batch_size:(i + 1) * batch_size]
         with torch.autocast(device.type, dtype=dtype, enabled=autocast):
             z = torch.randn(batch_size, ali.latent_dim, device=device)
-            mu, log_sigma = ali.encoder(xb)
+            mu, log_sigma = enc(xb)
             z_hat = mu + log_sigma.exp() * torch.randn_like(mu)
-            x_tilde = ali.decoder(z)
-            real, fake = ali.discriminator(xb, z_hat.detach()), ali.discriminator(x_tilde.detach(), z)
+            x_tilde = dec(z)
+            cycles = (optim_cfg.cycle_x * (xb - dec(z_hat)).abs().mean()
+                      + optim_cfg.cycle_z * (z - enc(x_tilde)[0]).abs().mean())
+            if simultaneous:
+                real, fake = disc(xb, z_hat), disc(x_tilde, z)
+            else:
+                real, fake = disc(xb, z_hat.detach()), disc(x_tilde.detach(), z)
             loss_d = F.softplus(-real).mean() + F.softplus(fake).mean()
         opt.d.zero_grad(set_to_none=True)
+        opt.g.zero_grad(set_to_none=True)
+        if simultaneous:
+            loss_g = F.softplus(real).mean() + F.softplus(-fake).mean() + cycles
+            loss_d.backward(inputs=d_params, retain_graph=True)
+            loss_g.backward(inputs=g_params)
+            opt.d.step()
+            opt.g.step()
+            continue
         loss_d.backward()
         opt.d.step()
         ali.discriminator.requires_grad_(False)
         with torch.autocast(device.type, dtype=dtype, enabled=autocast):
-            loss_g = F.softplus(ali.discriminator(xb, z_hat)).mean() + F.softplus(-ali.discriminator(x_tilde, z)).mean()
-            loss_g = loss_g + optim_cfg.cycle_x * (xb - ali.decoder(z_hat)).abs().mean()
-            loss_g = loss_g + optim_cfg.cycle_z * (z - ali.encoder(x_tilde)[0]).abs().mean()
-        opt.g.zero_grad(set_to_none=True)
+            loss_g = F.softplus(disc(xb, z_hat)).mean() + F.softplus(-disc(x_tilde, z)).mean() + cycles
         loss_g.backward()
         opt.g.step()
         ali.discriminator.requires_grad_(True)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - start)
+    return (steps - warmup) * batch_size / (time.perf_counter() - start)
 
 
-def trainer_throughput(preset: str, shape, latent: int, n: int, batch_size: int, device: str, workdir: Path) -> float:
+def trainer_throughput(preset: str, shape, latent: int, n: int, batch_size: int, device: str, workdir: Path,
+                       update_order: str = "alternating", autocast: bool = False) -> float:
     """Images per second of `ALITrainer.fit` end to end over one epoch of `n` images."""
     data = workdir / f"{preset}.npz"
     _write_npz(data, shape, n)
     cfg = load_run_config(None, [
         "data.name=npz", f"data.path={data}", f"model.preset={preset}", f"model.latent_dim={latent}",
         "train.epochs=1", f"train.batch_size={batch_size}", f"device={device}", f"output_dir={workdir / preset}",
+        f"optim.update_order={update_order}", f"optim.precision={'bfloat16' if autocast else 'float32'}",
+        "guard.enabled=false",  # random pixels are no data set: a rollback would time the same epoch twice
     ])
     trainer = ALITrainer(cfg, overwrite=True)
     start = time.perf_counter()
@@ -89,22 +114,24 @@ def trainer_throughput(preset: str, shape, latent: int, n: int, batch_size: int,
 
 
 def run(n: int = 6400, device: str = "auto", threads: int | None = None, channels_last: bool = False,
-        autocast: bool = False) -> list[dict]:
+        autocast: bool = False, compile_nets: bool = False, update_order: str = "alternating") -> list[dict]:
     """Measure every preset; returns one row per preset."""
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
-    defaults = load_run_config(None, [])
+    defaults = load_run_config(None, [f"optim.update_order={update_order}"])
     batch_size = defaults.train.batch_size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset, shape, latent in CASES:
-            trainer_ips = trainer_throughput(preset, shape, latent, n, batch_size, device, Path(tmp))
+            trainer_ips = trainer_throughput(preset, shape, latent, n, batch_size, device, Path(tmp), update_order,
+                                             autocast)
             model_cfg = load_run_config(None, [f"model.preset={preset}", f"model.latent_dim={latent}"]).model
             x = torch.rand(n, *shape, device=dev)
             if channels_last and len(shape) == 3:
                 x = x.contiguous(memory_format=torch.channels_last)
-            loop_ips = minimal_loop(model_cfg, defaults.optim, shape, x, batch_size, dev, channels_last, autocast)
+            loop_ips = minimal_loop(model_cfg, defaults.optim, shape, x, batch_size, dev, channels_last, autocast,
+                                    compile_nets)
             rows.append({"preset": preset, "shape": "x".join(map(str, shape)), "batch_size": batch_size,
                          "trainer_ips": trainer_ips, "minimal_ips": loop_ips, "ratio": trainer_ips / loop_ips})
     return rows
@@ -128,10 +155,16 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--channels-last", action="store_true", help="minimal loop in channels-last layout")
-    parser.add_argument("--autocast", action="store_true", help="minimal loop under bf16 (CPU) / fp16 (CUDA) autocast")
+    parser.add_argument("--autocast", action="store_true", help="bf16 autocast in trainer (optim.precision=bfloat16) "
+                        "and minimal loop")
+    parser.add_argument("--compile", action="store_true", help="minimal loop over torch.compile'd networks "
+                        "(its first steps, where compilation happens, are not timed)")
+    parser.add_argument("--update-order", choices=UPDATE_ORDERS, default="alternating",
+                        help="the ALI update of both trainer and minimal loop (optim.update_order)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    rows = run(args.images, args.device, args.threads, args.channels_last, args.autocast)
+    rows = run(args.images, args.device, args.threads, args.channels_last, args.autocast, args.compile,
+               args.update_order)
     print(format_rows(rows, str(resolve_device(args.device)), torch.get_num_threads()))
 
 

@@ -18,7 +18,8 @@ from ali_replay import distributed
 from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError, ShapeError
 from ali_replay.latent_memory import LatentMemory
-from ali_replay.training import Players, make_optimizers, train_step
+from ali_replay.runtime import evaluating
+from ali_replay.training import Players, check_optim, make_optimizers, train_step
 from strategies._common import as_config, check_choice, experience_groups, module_nbytes
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class ReplaySet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def take(self, idx: torch.Tensor) -> "ReplaySet":
+    def take(self, idx: torch.Tensor | slice) -> "ReplaySet":
         """The examples at `idx`, stored as they are."""
         return ReplaySet(self.images[idx], self.targets[idx], self.classes[idx], self.tasks[idx],
                          None if self.kd_mask is None else self.kd_mask[idx])
@@ -99,7 +100,6 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return kl.mean() * temperature ** 2
 
 
-@torch.no_grad()
 def refresh_codes(old_decoder: torch.nn.Module, ali: ALI, codes: torch.Tensor,
                   classes: Optional[torch.Tensor] = None, device=None) -> torch.Tensor:
     """Codes of the old latent space mapped into the new one: new_encoder(old_decoder(z)), posterior means.
@@ -110,16 +110,12 @@ def refresh_codes(old_decoder: torch.nn.Module, ali: ALI, codes: torch.Tensor,
     """
     device = device if device is not None else ali.device
     cond = ali.conditional
-    modes = (old_decoder.training, ali.training)
-    old_decoder.eval()
-    ali.eval()
     out = []
-    for start in range(0, len(codes), GENERATION_BATCH):
-        z = codes[start:start + GENERATION_BATCH].to(device, torch.float32)
-        y = classes[start:start + GENERATION_BATCH].to(device) if cond else None
-        out.append(ali.encode(old_decoder(z, y), y).float().cpu())
-    old_decoder.train(modes[0])
-    ali.train(modes[1])
+    with evaluating(old_decoder, ali):
+        for start in range(0, len(codes), GENERATION_BATCH):
+            z = codes[start:start + GENERATION_BATCH].to(device, torch.float32)
+            y = classes[start:start + GENERATION_BATCH].to(device) if cond else None
+            out.append(ali.encode(old_decoder(z, y), y).float().cpu())
     return torch.cat(out) if out else torch.empty(0, ali.latent_dim)
 
 
@@ -165,7 +161,11 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     betas and cycle weights), `replay_size` (replay set size, 60,000 by default: a set
     much larger than the experience keeps the solver from memorising its replay; None:
     as many as the experience's real examples, at most 10000), `replay_batch_size` (None: the
-    strategy's train_mb_size), `memory_bytes` (latent_memory's budget), `covariance`
+    strategy's train_mb_size), `ali_batch_size` (real examples in each ALI step, the first ones
+    of the solver's mini-batch: fewer make a step cheaper, as many steps; None: all of them),
+    `ali_replay_batch_size` (replayed examples in each ALI step, the first ones of the
+    solver's replay batch; None: all of them),
+    `memory_bytes` (latent_memory's budget), `covariance`
     (class_latent: ``diag`` or ``full``), `latent_scale` (spread of class_latent /
     prior draws: < 1 trades diversity for fidelity, and costs accuracy on split MNIST), `ali_steps_per_iteration`,
     `ali_epochs` (ALI passes per experience; None: one step per solver iteration;
@@ -181,6 +181,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     def __init__(self, ali: ALI, optim_cfg: Any = None, source: Optional[str] = None, labels: str = "solver_soft",
                  replay_size: Optional[int] = DEFAULT_REPLAY_SIZE, replay_batch_size: Optional[int] = None,
+                 ali_batch_size: Optional[int] = None, ali_replay_batch_size: Optional[int] = None,
                  weighting: str = "inverse_t", temperature: float = 2.0, memory_bytes: int = 200_000,
                  covariance: str = "diag", latent_scale: float = 1.0, ali_steps_per_iteration: int = 1,
                  ali_epochs: Optional[int] = None, first_ali_epochs: Optional[int] = None,
@@ -207,6 +208,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             raise ConfigError("pure_replay_epochs needs labels=stored (replay of every class seen, "
                               "the current ones included, which no previous solver can label)")
         for name, value, low in (("replay_size", replay_size, 1), ("replay_batch_size", replay_batch_size, 1),
+                                 ("ali_batch_size", ali_batch_size, 1), ("ali_replay_batch_size", ali_replay_batch_size, 1),
                                  ("ali_epochs", ali_epochs, 0), ("first_ali_epochs", first_ali_epochs, 0)):
             if value is not None and int(value) < low:
                 raise ConfigError(f"{name} must be >= {low} or null, got {value}")
@@ -224,9 +226,12 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             optim_cfg = {**REPLAY_OPTIM, **(OmegaConf.to_container(optim_cfg) if isinstance(optim_cfg, DictConfig)
                                             else dict(optim_cfg or {}))}
         self.optim_cfg = as_config(OptimConfig, optim_cfg, where="optim_cfg")
+        check_optim(self.optim_cfg)
         self.optimizers = make_optimizers(ali, self.optim_cfg)
         self.replay_size = replay_size
         self.replay_batch_size = replay_batch_size
+        self.ali_batch_size = ali_batch_size
+        self.ali_replay_batch_size = ali_replay_batch_size
         self.temperature = float(temperature)
         self.latent_scale = float(latent_scale)
         self.memory_budget = int(memory_bytes)
@@ -306,6 +311,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self._solver = distributed.unwrap(strategy.model)
         dist_ctx = distributed.current()
         if dist_ctx.enabled and self._players is None:
+            check_optim(self.optim_cfg, distributed=True)
             players = Players(self.ali) if self.ali.encoder is not None else self.ali.decoder
             self._players = distributed.wrap(players)
             self._discriminator = distributed.wrap(self.ali.discriminator)
@@ -381,9 +387,13 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         if epochs is not None and self._epoch > epochs:
             return
         x, y = self._real
+        if self.ali_batch_size is not None:
+            x, y = x[:self.ali_batch_size], y[:self.ali_batch_size]
         for step in range(self.ali_steps_per_iteration):
             batch = self.replay_batch
-            if step > 0 and self.replay is not None:
+            if batch is not None and self.ali_replay_batch_size is not None:
+                batch = batch.take(slice(0, self.ali_replay_batch_size))
+            if step > 0 and batch is not None:
                 batch = self.replay.batch(self._next_indices(len(batch)))
             self._ali_step(x, y, batch)
 
@@ -427,7 +437,9 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.ali.train()
         self.last_ali_stats = train_step(self.ali, self.optimizers, x, y if self.ali.conditional else None,
                                          self.optim_cfg.cycle_x, self.optim_cfg.cycle_z, weight,
-                                         players=self._players, discriminator=self._discriminator)
+                                         players=self._players, discriminator=self._discriminator,
+                                         update_order=self.optim_cfg.update_order,
+                                         precision=self.optim_cfg.precision)
 
     # ------------------------------------------------------------------ replay generation
     def _next_indices(self, size: int) -> torch.Tensor:
@@ -473,34 +485,28 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             return stats["mean"] + eps @ torch.linalg.cholesky(stats["cov"]).T
         return stats["mean"] + eps * stats["var"].sqrt()
 
-    @torch.no_grad()
     def _decode(self, decoder: torch.nn.Module, codes: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
         """Decode codes in batches, in eval mode, without autograd history, into uint8 images.
 
         Stored as uint8, as the data sets store theirs: a replay set takes a quarter of the
         memory of float32 (60,000 CIFAR-10 images: 184 MB instead of 737 MB).
         """
-        was_training = decoder.training
-        decoder.eval()
         out = []
-        for start in range(0, len(codes), GENERATION_BATCH):
-            z = codes[start:start + GENERATION_BATCH].to(self._device)
-            y = classes[start:start + GENERATION_BATCH].to(self._device) if self.ali.conditional else None
-            out.append(decoder(z, y).mul(255).round_().to(torch.uint8))
-        decoder.train(was_training)
+        with evaluating(decoder):
+            for start in range(0, len(codes), GENERATION_BATCH):
+                z = codes[start:start + GENERATION_BATCH].to(self._device)
+                y = classes[start:start + GENERATION_BATCH].to(self._device) if self.ali.conditional else None
+                out.append(decoder(z, y).mul(255).round_().to(torch.uint8))
         return torch.cat(out) if out else torch.empty(0, *self.ali.shape, dtype=torch.uint8, device=self._device)
 
-    @torch.no_grad()
     def _encode(self, images: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
         """Posterior means of the current encoder, in batches, in eval mode (on the CPU)."""
-        was_training = self.ali.training
-        self.ali.eval()
         out = []
-        for start in range(0, len(images), GENERATION_BATCH):
-            x = images[start:start + GENERATION_BATCH].to(self._device)
-            y = classes[start:start + GENERATION_BATCH].to(self._device) if self.ali.conditional else None
-            out.append(self.ali.encode(x, y).float().cpu())
-        self.ali.train(was_training)
+        with evaluating(self.ali):
+            for start in range(0, len(images), GENERATION_BATCH):
+                x = images[start:start + GENERATION_BATCH].to(self._device)
+                y = classes[start:start + GENERATION_BATCH].to(self._device) if self.ali.conditional else None
+                out.append(self.ali.encode(x, y).float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.ali.latent_dim)
 
     @torch.no_grad()
@@ -687,10 +693,13 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
                 sampler.set_epoch(epoch)
             for batch in loader:
                 x, y = batch[0].to(self._device), torch.as_tensor(batch[1]).long().to(self._device)
+                if self.ali_batch_size is not None:  # as in the solver's epochs: the mini-batch's first examples
+                    x, y = x[:self.ali_batch_size], y[:self.ali_batch_size]
                 for _ in range(max(1, self.ali_steps_per_iteration)):
                     replay = None
                     if self.replay is not None:
-                        replay = self.replay.batch(self._next_indices(self.replay_batch_size or size))
+                        n = self.ali_replay_batch_size or self.replay_batch_size or size
+                        replay = self.replay.batch(self._next_indices(n))
                     self._ali_step(x, y, replay)
 
     def _pure_replay(self, strategy) -> None:

@@ -12,7 +12,7 @@ from avalanche.training.templates import SupervisedTemplate
 from ali_replay.ali import ALI
 from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError
-from ali_replay.training import ALIOptimizers, make_optimizers, train_step
+from ali_replay.training import ALIOptimizers, check_optim, make_optimizers, train_step
 from strategies._common import as_config
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class ALITraining(SupervisedTemplate):
                               "from make_optimizers) or None to build them from optim_cfg; "
                               f"got {type(optimizer).__name__}")
         self.optim_cfg = as_config(OptimConfig, optim_cfg)
+        check_optim(self.optim_cfg)
         self.ali_optimizers = optimizer if optimizer is not None else make_optimizers(model, self.optim_cfg)
         self.last_stats: dict[str, torch.Tensor] = {}
         super().__init__(model=model, optimizer=self.ali_optimizers.g, criterion=criterion,
@@ -70,7 +71,9 @@ class ALITraining(SupervisedTemplate):
             self._before_training_iteration(**kwargs)
             y = self.mb_y.long() if self.model.conditional else None
             self.last_stats = train_step(self.model, self.ali_optimizers, self.mb_x, y,
-                                         self.optim_cfg.cycle_x, self.optim_cfg.cycle_z)
+                                         self.optim_cfg.cycle_x, self.optim_cfg.cycle_z,
+                                         update_order=self.optim_cfg.update_order,
+                                         precision=self.optim_cfg.precision)
             # Both players' losses, for loss metrics and loggers.
             self.loss = (self.last_stats["loss_d"] + self.last_stats["loss_g"]).reshape(1)
             self._after_training_iteration(**kwargs)

@@ -6,6 +6,7 @@ from torch import nn
 
 from ali_replay.ali import ALI
 from ali_replay.errors import ConfigError
+from ali_replay.runtime import evaluating
 
 
 class ReconstructionSolver(nn.Module):
@@ -36,14 +37,10 @@ class ReconstructionSolver(nn.Module):
         self.__dict__["ali"] = ali  # plain attribute: see the class docstring
         self.solver = solver
 
-    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """G_x(G_z(x)) for a batch of images, in eval mode, without autograd history."""
-        was_training = self.ali.training
-        self.ali.eval()
-        out = self.ali.reconstruct(x)
-        self.ali.train(was_training)
-        return out
+        with evaluating(self.ali):
+            return self.ali.reconstruct(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of images."""

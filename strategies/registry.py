@@ -38,9 +38,9 @@ LABEL_BYTES = 8
 PREVIEW_SIZE = 64
 
 # The keys each strategy's params accept (besides `model` / `optim` where listed).
-_ALI_PLUGIN_KEYS = ("source", "labels", "replay_size", "replay_batch_size", "weighting", "temperature",
-                    "memory_bytes", "covariance", "latent_scale", "ali_steps_per_iteration", "ali_epochs",
-                    "first_ali_epochs", "pure_replay_epochs", "filter_replay")
+_ALI_PLUGIN_KEYS = ("source", "labels", "replay_size", "replay_batch_size", "ali_batch_size", "ali_replay_batch_size",
+                    "weighting", "temperature", "memory_bytes", "covariance", "latent_scale",
+                    "ali_steps_per_iteration", "ali_epochs", "first_ali_epochs", "pure_replay_epochs", "filter_replay")
 _ACCEPTED = {
     "naive": (),
     "joint": (),

@@ -9,6 +9,7 @@ from avalanche.models.generator import Generator
 from torch import nn
 
 from ali_replay.errors import ShapeError
+from ali_replay.runtime import evaluating
 
 
 class _MLPCoder(nn.Module):
@@ -132,11 +133,8 @@ class VAE(Generator, nn.Module):
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
         return self.decode(z), mean, logvar
 
-    @torch.no_grad()
     def generate(self, batch_size: Optional[int] = None, condition=None) -> torch.Tensor:
         """Samples decoded from N(0, I) codes (one image when batch_size is None), in eval mode."""
-        was_training = self.training
-        self.eval()  # batch norm uses running statistics, so a sample does not depend on its batch
-        out = self.decode(torch.randn(batch_size or 1, self.latent_dim, device=self.device))
-        self.train(was_training)
+        with evaluating(self):  # batch norm uses running statistics, so a sample does not depend on its batch
+            out = self.decode(torch.randn(batch_size or 1, self.latent_dim, device=self.device))
         return out if batch_size else out.squeeze(0)

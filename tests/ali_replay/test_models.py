@@ -69,3 +69,27 @@ def test_encoder_free_model_is_a_gan_with_same_decoder():
     assert gan.discriminator(torch.rand(4, 1, 8, 8)).shape == (4,)
     with pytest.raises(TypeError):
         gan.encode(torch.rand(2, 1, 8, 8))
+
+
+def test_cpu_dropout_keeps_the_expected_share_and_scales_like_nn_dropout():
+    from ali_replay.models import Dropout
+    torch.manual_seed(0)
+    drop = Dropout(0.2)
+    x = torch.ones(200_000, requires_grad=True)
+    out = drop(x)
+    kept = out != 0
+    assert kept.float().mean().item() == pytest.approx(0.8, abs=0.005)
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.8))
+    out.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # the gradient flows through the kept elements only
+    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.8))
+    # Each of a word's four 16-bit lanes decides independently: neighbours are uncorrelated.
+    pairs = kept[:-1].float() * kept[1:].float()
+    assert pairs.mean().item() == pytest.approx(0.64, abs=0.01)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    torch.manual_seed(1)
+    first = Dropout(0.5)(torch.ones(64))
+    torch.manual_seed(1)
+    assert torch.equal(Dropout(0.5)(torch.ones(64)), first)  # seeded like any torch random draw
+    assert torch.equal(Dropout(1.0)(torch.ones(8)), torch.zeros(8))

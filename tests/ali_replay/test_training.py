@@ -6,6 +6,7 @@ from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.data import load_dataset
 from ali_replay.losses import discriminator_loss
+from ali_replay.runtime import evaluating
 from ali_replay.training import make_optimizers, train_step
 
 
@@ -16,16 +17,16 @@ def digits_batch():
 
 
 def _fixed_d_loss(ali, x, z):
-    ali.eval()
-    with torch.no_grad():
+    """The discriminator loss on fixed data and codes, in eval mode (no dropout noise)."""
+    with evaluating(ali):
         real = ali.discriminator(x, ali.encode(x))
         fake = ali.discriminator(ali.decode(z), z)
-        loss = discriminator_loss(real, fake).item()
-    ali.train()
-    return loss
+        return discriminator_loss(real, fake).item()
 
 
-def test_steps_lower_the_discriminator_loss_on_a_fixed_batch(digits_batch):
+@pytest.mark.parametrize("order", ["alternating", "simultaneous"])
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_steps_lower_the_discriminator_loss_on_a_fixed_batch(digits_batch, order, precision):
     torch.manual_seed(0)
     x, _ = digits_batch
     ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=128, latent_dim=8))
@@ -33,12 +34,15 @@ def test_steps_lower_the_discriminator_loss_on_a_fixed_batch(digits_batch):
     z = torch.randn(64, 8)
     before = _fixed_d_loss(ali, x, z)
     for _ in range(30):
-        stats = train_step(ali, opt, x)
+        stats = train_step(ali, opt, x, update_order=order, precision=precision)
     after = _fixed_d_loss(ali, x, z)
     assert before == pytest.approx(2 * torch.log(torch.tensor(2.0)).item(), abs=0.05)
     assert after < before - 0.2
     assert set(stats) == {"loss_d", "loss_g", "d_real", "d_fake", "cycle_x", "cycle_z"}
     assert all(torch.isfinite(v) for v in stats.values())
+    # bf16 runs the forward passes only: weights and their gradients stay float32, none frozen.
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 and p.requires_grad
+               for p in ali.parameters())
 
 
 def test_each_player_moves_and_discriminator_gradients_are_restored(digits_batch):
@@ -83,3 +87,39 @@ def test_gan_step_trains_decoder_only(digits_batch):
     stats = train_step(gan, opt, x)
     assert set(stats) == {"loss_d", "loss_g", "d_real", "d_fake"}
     assert torch.isfinite(stats["loss_d"])
+
+
+def test_simultaneous_update_scores_both_players_on_one_discriminator_pass(digits_batch):
+    """The discriminator's step is the alternating one; the encoder and decoder see the pre-update D."""
+    x, y = digits_batch
+    cfg = ModelConfig(preset="mlp", hidden=64, latent_dim=8, conditional=True, dropout=0.0)
+    after = {}
+    for order in ("alternating", "simultaneous"):
+        torch.manual_seed(0)
+        ali = build_ali((1, 8, 8), cfg)
+        opt = make_optimizers(ali, OptimConfig())
+        torch.manual_seed(1)
+        stats = train_step(ali, opt, x, y, update_order=order)
+        after[order] = ({k: v.clone() for k, v in ali.state_dict().items()}, stats)
+    (alt, alt_stats), (sim, sim_stats) = after["alternating"], after["simultaneous"]
+    assert float(sim_stats["loss_d"]) == pytest.approx(float(alt_stats["loss_d"]), rel=1e-6)
+    assert all(torch.allclose(sim[k], alt[k], atol=1e-7) for k in alt if k.startswith("discriminator"))
+    moved = [k for k in alt if k.startswith(("encoder", "decoder")) and alt[k].is_floating_point()
+             and not torch.allclose(sim[k], alt[k], atol=1e-7)]
+    assert moved  # the players were scored by different discriminators
+
+
+def test_unknown_update_order_or_precision_and_distributed_simultaneous_are_refused(digits_batch):
+    from ali_replay.errors import ConfigError
+    from ali_replay.training import check_update_order
+    x, _ = digits_batch
+    ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=32, latent_dim=4))
+    opt = make_optimizers(ali, OptimConfig())
+    with pytest.raises(ConfigError, match="update_order.*alternating, simultaneous"):
+        train_step(ali, opt, x, update_order="jacobi")
+    with pytest.raises(ConfigError, match="optim.precision.*float32, bfloat16"):
+        train_step(ali, opt, x, precision="float8")
+    with pytest.raises(ConfigError, match="distributed.*update_order=alternating"):
+        check_update_order("simultaneous", distributed=True)
+
+

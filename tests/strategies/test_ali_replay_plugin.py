@@ -329,3 +329,26 @@ def test_filter_replay_tops_up_a_class_the_solver_never_recognises(stream, make_
     counts = torch.bincount(replay.classes, minlength=2)[:2].tolist()
     assert len(replay) == 101 and sorted(counts) == [50, 51]  # class 1 filled with its rejected examples
     assert torch.equal(replay.targets, replay.classes)
+
+
+@pytest.mark.parametrize("ali_batch_size, real", [(None, 20), (8, 8)])
+def test_ali_batch_sizes_trim_each_ali_step(stream, make_ali, ali_batch_size, real):
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", ali_replay_batch_size=5,
+                             ali_batch_size=ali_batch_size, optim_cfg={"update_order": "simultaneous"})
+    sizes = []
+    original = plugin._ali_step
+    plugin._ali_step = lambda x, y, batch: (sizes.append((len(x), 0 if batch is None else len(batch))),
+                                            original(x, y, batch))
+    _, rec = run(plugin, stream, experiences=2, mb=20)
+    per_exp = len(sizes) // 2
+    assert per_exp == 80 // 20  # as many ALI steps as solver iterations
+    assert set(sizes[:per_exp]) == {(real, 0)}
+    assert set(sizes[per_exp:]) == {(real, 5)}
+    assert set(rec.batch_sizes) == {20}  # the solver's own mini-batches keep their size (inverse_t)
+    with pytest.raises(ConfigError, match="ali_replay_batch_size"):
+        ALIReplayPlugin(make_ali(), ali_replay_batch_size=0)
+    with pytest.raises(ConfigError, match="ali_batch_size"):
+        ALIReplayPlugin(make_ali(), ali_batch_size=0)
+    with pytest.raises(ConfigError, match="update_order"):
+        ALIReplayPlugin(make_ali(), optim_cfg={"update_order": "sideways"})

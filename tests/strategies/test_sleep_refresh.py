@@ -58,25 +58,28 @@ def test_refreshed_memories_stay_recognisable(digits, digit_classifier, make_ali
 
 
 def test_refresh_beats_stale_codes_after_drift(digits, digit_classifier, make_ali):
+    """Over three seeds (how far the latent space moves depends on the run)."""
     x, y = digits
     x_train, y_train = x[:1400], y[:1400]
     first = y_train < 2
-    torch.manual_seed(0)
-    ali = make_ali(latent_dim=8, hidden=64)
-    optimizers = make_optimizers(ali, OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0))
-    for _ in range(300):  # learn the digits 0 and 1
-        train_step(ali, optimizers, x_train[first][torch.randint(0, int(first.sum()), (32,))], cycle_x=10.0)
-    with torch.no_grad():
-        codes = ali.eval().encode(x_train[first])
-    old_decoder = copy.deepcopy(ali.decoder)
-    ali.train()
-    for _ in range(600):  # then every digit: the latent space is reorganised
-        train_step(ali, optimizers, x_train[torch.randint(0, 1400, (32,))], cycle_x=10.0)
-    refreshed = refresh_codes(old_decoder, ali, codes)
-    assert refreshed.requires_grad is False and refreshed.dtype == torch.float32
-    with torch.no_grad():
-        ali.eval()
-        stale = _agreement(digit_classifier, ali.decode(codes), y_train[first])
-        after = _agreement(digit_classifier, ali.decode(refreshed), y_train[first])
-    assert after >= 0.85
-    assert after >= stale + 0.2
+    stale, after = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        ali = make_ali(latent_dim=8, hidden=64)
+        optimizers = make_optimizers(ali, OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0))
+        for _ in range(300):  # learn the digits 0 and 1
+            train_step(ali, optimizers, x_train[first][torch.randint(0, int(first.sum()), (32,))], cycle_x=10.0)
+        with torch.no_grad():
+            codes = ali.eval().encode(x_train[first])
+        old_decoder = copy.deepcopy(ali.decoder)
+        ali.train()
+        for _ in range(600):  # then every digit: the latent space is reorganised
+            train_step(ali, optimizers, x_train[torch.randint(0, 1400, (32,))], cycle_x=10.0)
+        refreshed = refresh_codes(old_decoder, ali, codes)
+        assert refreshed.requires_grad is False and refreshed.dtype == torch.float32
+        with torch.no_grad():
+            ali.eval()
+            stale.append(_agreement(digit_classifier, ali.decode(codes), y_train[first]))
+            after.append(_agreement(digit_classifier, ali.decode(refreshed), y_train[first]))
+    assert min(after) >= 0.8 and sum(after) / 3 >= 0.85, after
+    assert sum(after) / 3 >= sum(stale) / 3 + 0.2, (stale, after)
