@@ -113,10 +113,10 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = False,
         splits = _load_digits()
     elif key == "npz":
         splits = _load_npz_path(path)
-    elif key == "cifar10" and _use_cifar10_npz(root):
-        npz = root / "cifar10.npz"
-        logger.info("torchvision's CIFAR-10 files are absent under %s; reading %s", root, npz)
-        splits = _load_npz(npz, "cifar10", list(CIFAR10_CLASSES))
+    elif key in ("cifar10", "cifar100") and _use_cifar_npz(key, root):
+        npz = root / f"{key}.npz"
+        logger.info("torchvision's %s files are absent under %s; reading %s", key.upper(), root, npz)
+        splits = _load_npz(npz, key, list(CIFAR10_CLASSES) if key == "cifar10" else None)
     else:
         splits = _load_torchvision(key, root, download)
     logger.info("loaded %s: %d train / %d test images of shape %s, %d classes", splits.name,
@@ -305,16 +305,17 @@ def _torchvision_specs() -> dict[str, dict[str, Any]]:
         "cifar10": dict(display="CIFAR-10", cls=tvd.CIFAR10, files=_tv_cifar_files(tvd.CIFAR10),
                         layout="torchvision's cifar-10-batches-py/ folder (or a Keras-style cifar10.npz)"),
         "cifar100": dict(display="CIFAR-100", cls=tvd.CIFAR100, files=_tv_cifar_files(tvd.CIFAR100),
-                         layout="torchvision's cifar-100-python/ folder"),
+                         layout="torchvision's cifar-100-python/ folder (or a Keras-style cifar100.npz)"),
         "svhn": dict(display="SVHN", cls=_svhn_class(), files=_svhn_files,
                      layout="torchvision's train_32x32.mat and test_32x32.mat files"),
     }
 
 
-def _use_cifar10_npz(root: Path) -> bool:
-    """Whether to read root/cifar10.npz because torchvision's CIFAR-10 folder is absent."""
-    from torchvision.datasets import CIFAR10
-    return not (root / CIFAR10.base_folder).exists() and (root / "cifar10.npz").is_file()
+def _use_cifar_npz(key: str, root: Path) -> bool:
+    """Whether to read root/<key>.npz (cifar10 or cifar100) because torchvision's folder is absent."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+    folder = (CIFAR10 if key == "cifar10" else CIFAR100).base_folder
+    return not (root / folder).exists() and (root / f"{key}.npz").is_file()
 
 
 def _missing_files(key: str, spec: dict[str, Any], root: Path) -> list[Path]:

@@ -71,6 +71,16 @@ UPDATE_ORDERS = ("alternating", "simultaneous")
 PRECISIONS = ("float32", "bfloat16")
 
 
+def check_update_order(order: str, distributed: bool = False) -> str:
+    """`order` if it is a known update order usable here, else a ConfigError naming the fix."""
+    if order not in UPDATE_ORDERS:
+        raise ConfigError(f"unknown optim.update_order '{order}'; valid values: {', '.join(UPDATE_ORDERS)}")
+    if order == "simultaneous" and distributed:
+        raise ConfigError("optim.update_order=simultaneous is for one process; distributed training needs "
+                          "optim.update_order=alternating")
+    return order
+
+
 def check_precision(precision: str) -> str:
     """`precision` if it is a known compute precision, else a ConfigError naming the valid ones."""
     if precision not in PRECISIONS:
@@ -87,16 +97,6 @@ def check_optim(optim_cfg, distributed: bool = False) -> None:
 def _forward_precision(x: torch.Tensor, precision: str):
     """The context the forward passes run in: bf16 autocast on x's device, or nothing."""
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
-
-
-def check_update_order(order: str, distributed: bool = False) -> str:
-    """`order` if it is a known update order usable here, else a ConfigError naming the fix."""
-    if order not in UPDATE_ORDERS:
-        raise ConfigError(f"unknown optim.update_order '{order}'; valid values: {', '.join(UPDATE_ORDERS)}")
-    if order == "simultaneous" and distributed:
-        raise ConfigError("optim.update_order=simultaneous is for one process; distributed training needs "
-                          "optim.update_order=alternating")
-    return order
 
 
 def train_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional[torch.Tensor] = None,

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # (preset, image shape, latent size): each preset on the data set shape it is meant for.
 CASES = [("mlp", (1, 28, 28), 32), ("conv28", (1, 28, 28), 32), ("conv32", (3, 32, 32), 64)]
+WARMUP_STEPS = 5  # untimed steps per preset before either measurement
 
 
 def _write_npz(path: Path, shape, n: int, seed: int = 0) -> None:
@@ -124,12 +125,16 @@ def run(n: int = 6400, device: str = "auto", threads: int | None = None, channel
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for preset, shape, latent in CASES:
-            trainer_ips = trainer_throughput(preset, shape, latent, n, batch_size, device, Path(tmp), update_order,
-                                             autocast)
             model_cfg = load_run_config(None, [f"model.preset={preset}", f"model.latent_dim={latent}"]).model
             x = torch.rand(n, *shape, device=dev)
             if channels_last and len(shape) == 3:
                 x = x.contiguous(memory_format=torch.channels_last)
+            # A few untimed steps first: kernel selection (oneDNN, cuDNN) would otherwise land on
+            # whichever of the two measurements runs first.
+            minimal_loop(model_cfg, defaults.optim, shape, x[:WARMUP_STEPS * batch_size], batch_size, dev,
+                         channels_last, autocast)
+            trainer_ips = trainer_throughput(preset, shape, latent, n, batch_size, device, Path(tmp), update_order,
+                                             autocast)
             loop_ips = minimal_loop(model_cfg, defaults.optim, shape, x, batch_size, dev, channels_last, autocast,
                                     compile_nets)
             rows.append({"preset": preset, "shape": "x".join(map(str, shape)), "batch_size": batch_size,
@@ -159,10 +164,17 @@ def main(argv=None) -> None:
                         "and minimal loop")
     parser.add_argument("--compile", action="store_true", help="minimal loop over torch.compile'd networks "
                         "(its first steps, where compilation happens, are not timed)")
+    parser.add_argument("--tf32", action="store_true", help="CUDA only: TensorFloat-32 matrix products and "
+                        "convolutions in trainer and minimal loop")
     parser.add_argument("--update-order", choices=UPDATE_ORDERS, default="alternating",
                         help="the ALI update of both trainer and minimal loop (optim.update_order)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.tf32:
+        if resolve_device(args.device).type != "cuda":
+            parser.error("--tf32 is a CUDA setting (TensorFloat-32 tensor cores); on a CPU use --autocast for bf16")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     rows = run(args.images, args.device, args.threads, args.channels_last, args.autocast, args.compile,
                args.update_order)
     print(format_rows(rows, str(resolve_device(args.device)), torch.get_num_threads()))

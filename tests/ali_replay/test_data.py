@@ -299,7 +299,7 @@ def test_svhn_missing_test_file_fails_before_loading(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# CIFAR-10 npz fallback (tiny file here; the real copy below)
+# CIFAR-10 and CIFAR-100 npz fallbacks (tiny files here; the real CIFAR-10 copy below)
 
 
 def test_cifar10_npz_fallback_tiny(tmp_path):
@@ -310,6 +310,20 @@ def test_cifar10_npz_fallback_tiny(tmp_path):
     assert s.name == "cifar10" and s.shape == (3, 32, 32) and s.num_classes == 10
     assert s.train.classes[0] == "airplane" and s.train.classes[9] == "truck"
     assert torch.equal(s.train.images, torch.from_numpy(x).permute(0, 3, 1, 2))
+
+
+def test_cifar100_npz_fallback_tiny(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, size=(100, 32, 32, 3), dtype=np.uint8)
+    y = rng.permutation(100)
+    _write_npz(tmp_path / "cifar100.npz", x_train=x, y_train=y[:, None], x_test=x[:5], y_test=y[:5])
+    s = load_dataset("cifar100", root=tmp_path)
+    assert s.name == "cifar100" and s.shape == (3, 32, 32) and s.num_classes == 100
+    assert torch.equal(s.train.targets, torch.from_numpy(y))  # Keras' N x 1 labels are flattened
+    assert torch.equal(s.train.images, torch.from_numpy(x).permute(0, 3, 1, 2))
+    (tmp_path / "cifar-100-python").mkdir()  # torchvision's folder, when present, is what is read
+    with pytest.raises(DataError, match="cifar-100-python"):
+        load_dataset("cifar100", root=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------

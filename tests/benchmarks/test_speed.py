@@ -32,3 +32,11 @@ def test_every_preset_gets_a_row(tmp_path):
     table = speed.format_rows(rows, "cpu", 1)
     assert table.count("\n| ") == len(rows) + 2 and "trainer / minimal" in table  # header, rule, rows
     assert all(f"| {case[0]} |" in table for case in speed.CASES)
+
+
+def test_tf32_is_refused_off_cuda(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        speed.main(["--device", "cpu", "--tf32"])
+    assert exit_info.value.code == 2
+    assert "--tf32 is a CUDA setting" in capsys.readouterr().err
+    assert not torch.backends.cuda.matmul.allow_tf32  # nothing was switched on the way out
