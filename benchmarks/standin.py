@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ali_replay.data import load_dataset
 from ali_replay.errors import DataError
 
 SUBCLASSES = 10
@@ -36,9 +37,11 @@ def write_cifar100_standin(cifar10_npz: str | Path, out_dir: str | Path) -> Path
     source = Path(cifar10_npz)
     if not source.is_file():
         raise DataError(f"{source} not found; pass the Keras-style cifar10.npz (e.g. ../shared/data/cifar10.npz)")
-    with np.load(source) as archive:
-        arrays = {f"x_{s}": archive[f"x_{s}"] for s in ("train", "test")}
-        arrays.update({f"y_{s}": split_labels(archive[f"y_{s}"]) for s in ("train", "test")})
+    splits = load_dataset("npz", path=source)  # the loader's own layout and label checks
+    arrays = {}
+    for name, split in (("train", splits.train), ("test", splits.test)):
+        arrays[f"x_{name}"] = split.images.permute(0, 2, 3, 1).numpy()  # back to Keras' N x H x W x C
+        arrays[f"y_{name}"] = split_labels(split.targets.numpy())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "cifar100.npz"

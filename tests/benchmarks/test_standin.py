@@ -33,3 +33,10 @@ def test_missing_source_names_the_file(tmp_path):
     with pytest.raises(DataError, match="cifar10.npz"):
         standin.write_cifar100_standin(tmp_path / "cifar10.npz", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_source_without_labels_is_refused_by_the_loader(tmp_path):
+    np.savez(tmp_path / "cifar10.npz", x_train=np.zeros((2, 32, 32, 3), np.uint8))
+    with pytest.raises(DataError, match="no array y_train"):
+        standin.write_cifar100_standin(tmp_path / "cifar10.npz", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
