@@ -19,7 +19,7 @@ ARGS = ["strategies=[naive,ali_replay,gan_replay]", "seeds=[0]", "solver.epochs=
 
 def _compare(out: Path, nproc: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = ["-m", "ali_replay.cli", "-q", "compare", *ARGS, f"output_dir={out}"]
+    command = ["-m", "benchmarks.cli", "-q", "compare", *ARGS, f"output_dir={out}"]
     if nproc == 1:
         command = [sys.executable, *command]
     else:

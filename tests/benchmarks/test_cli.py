@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ali_replay.cli import main
+from benchmarks.cli import main
 
 SMALL = ["model.hidden=64", "model.latent_dim=8", "train.batch_size=128", "train.epochs=1", "threads=1",
          "device=cpu", "eval.n_samples=200"]

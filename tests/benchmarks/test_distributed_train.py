@@ -14,10 +14,10 @@ ARGS = ["model.hidden=64", "model.latent_dim=8", "train.batch_size=128", "train.
 def _train(out: Path, nproc: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if nproc == 1:
-        cmd = [sys.executable, "-m", "ali_replay.cli", "-q", "train-ali", *ARGS, f"output_dir={out}", "--no-eval"]
+        cmd = [sys.executable, "-m", "benchmarks.cli", "-q", "train-ali", *ARGS, f"output_dir={out}", "--no-eval"]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=29517",
-               "-m", "ali_replay.cli", "-q", "train-ali", *ARGS, f"output_dir={out}", "--no-eval"]
+               "-m", "benchmarks.cli", "-q", "train-ali", *ARGS, f"output_dir={out}", "--no-eval"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = list(csv.DictReader((out / "metrics.csv").open()))

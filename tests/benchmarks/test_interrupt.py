@@ -15,7 +15,7 @@ ARGS = ["model.hidden=64", "model.latent_dim=8", "train.batch_size=128", "thread
 
 def _start(out, epochs, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ali_replay.cli", "-q", "train-ali", *ARGS,
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.cli", "-q", "train-ali", *ARGS,
                              f"train.epochs={epochs}", *extra,
                              f"output_dir={out}", "--no-eval"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
