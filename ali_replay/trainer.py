@@ -231,10 +231,8 @@ class ALITrainer:
             # Every rank draws the same global batch and trains on its own contiguous share of it.
             start = i * bs + self.dist.rank * self.local_batch
             idx = order[start:start + self.local_batch]
-            stats = train_step(self.ali, self.optimizers, self.x_train[idx], self.y_train[idx],
-                               cycle_x=cfg.optim.cycle_x, cycle_z=cfg.optim.cycle_z,
-                               players=self.players, discriminator=self.discriminator,
-                               update_order=cfg.optim.update_order, precision=cfg.optim.precision)
+            stats = train_step(self.ali, self.optimizers, cfg.optim, self.x_train[idx], self.y_train[idx],
+                               players=self.players, discriminator=self.discriminator)
             for key, value in stats.items():
                 sums[key] = sums.get(key, 0.0) + value
             self.step += 1

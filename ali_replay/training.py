@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ali_replay.ali import ALI
@@ -99,44 +100,38 @@ def _forward_precision(x: torch.Tensor, precision: str):
     return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
-def train_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional[torch.Tensor] = None,
-               cycle_x: float = 1.0, cycle_z: float = 1.0, weight: Optional[torch.Tensor] = None,
-               players: Optional[nn.Module] = None, discriminator: Optional[nn.Module] = None,
-               update_order: str = "alternating", precision: str = "float32") -> dict[str, torch.Tensor]:
-    """One ALI update on a batch; returns detached loss tensors.
+def train_step(ali: ALI, optimizers: ALIOptimizers, optim_cfg, x: torch.Tensor, y: Optional[torch.Tensor] = None,
+               weight: Optional[torch.Tensor] = None, players: Optional[nn.Module] = None,
+               discriminator: Optional[nn.Module] = None) -> dict[str, torch.Tensor]:
+    """One update of the ALI (an encoder-free model: of the GAN) on a batch, as `optim_cfg` says; detached losses.
 
+    `optim_cfg` is an `OptimConfig` (or a config with its fields): the cycle weights, the
+    update order and the precision are read from it; the learning rates live in `optimizers`.
     `weight` (one value per example) weights the real pairs, so that replayed and current
     examples can count differently. `players` and `discriminator` default to the ALI's own
     networks; distributed training passes them wrapped in DistributedDataParallel.
-    `update_order`: ``alternating`` steps the discriminator, then the encoder and decoder against
-    the updated discriminator (two discriminator passes); ``simultaneous`` takes both
-    players' gradients from one discriminator pass and steps them together, as the ALI
-    authors' code does (one discriminator forward fewer: ~9% less time per update on a CPU).
-    `precision`: ``bfloat16`` runs the forward passes under bf16 autocast (weights, gradients
-    and optimizer states stay float32; backward passes run outside autocast).
-    An encoder-free model trains as a plain GAN (`players` is then its decoder).
     """
-    check_update_order(update_order, distributed=players is not None or discriminator is not None)
-    check_precision(precision)
-    if ali.encoder is None:
-        return _gan_step(ali, optimizers, x, y, weight, decoder=players, discriminator=discriminator,
-                         precision=precision)
+    check_update_order(optim_cfg.update_order, distributed=players is not None or discriminator is not None)
+    check_precision(optim_cfg.precision)
     y = y if ali.conditional else None
+    if ali.encoder is None:
+        return gan_step(ali, optimizers, optim_cfg, x, y, weight, players, discriminator)
+    if optim_cfg.update_order == "simultaneous":
+        return simultaneous_step(ali, optimizers, optim_cfg, x, y, weight)
+    return alternating_step(ali, optimizers, optim_cfg, x, y, weight, players, discriminator)
+
+
+def alternating_step(ali: ALI, optimizers: ALIOptimizers, optim_cfg, x: torch.Tensor, y: Optional[torch.Tensor],
+                     weight: Optional[torch.Tensor] = None, players: Optional[nn.Module] = None,
+                     discriminator: Optional[nn.Module] = None) -> dict[str, torch.Tensor]:
+    """D steps on both joint pairs, then the encoder and decoder step against the updated D."""
     players = players or Players(ali)
     discriminator = discriminator or ali.discriminator
-    n = x.shape[0]
+    n, pair_y = x.shape[0], _pair_labels(y)
+    z, z_hat, x_tilde, x_rec, z_rec = _encode_and_decode(ali, players, optim_cfg, x, y)
 
-    # Encode the data and decode the prior (plus the round trips the cycle terms compare).
-    z = ali.prior(n)
-    with _forward_precision(x, precision):
-        z_hat, x_tilde, x_rec, z_rec = players(x, z, y, bool(cycle_x), bool(cycle_z))
-    if update_order == "simultaneous":
-        return _simultaneous_step(ali, optimizers, x, z, y, z_hat, x_tilde, x_rec, z_rec, cycle_x, cycle_z, weight,
-                                  precision)
-
-    # 1) Discriminator: tell encoder pairs (real) from decoder pairs (fake), both scored in one pass.
-    pair_y = None if y is None else torch.cat([y, y])
-    with _forward_precision(x, precision):
+    # (1) Update D: tell encoder pairs (x, G_z(x)) from decoder pairs (G_x(z), z), both in one pass.
+    with _forward_precision(x, optim_cfg.precision):
         logits = discriminator(torch.cat([x, x_tilde.detach()]), torch.cat([z_hat.detach(), z]), pair_y)
         real, fake = logits[:n], logits[n:]
         loss_d = discriminator_loss(real, fake, weight)
@@ -144,53 +139,38 @@ def train_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional
     loss_d.backward()
     optimizers.d.step()
 
-    # 2) Encoder and decoder: fool the updated discriminator, and stay each other's inverse.
+    # (2) Update the encoder and decoder: fool the updated D, and stay each other's inverse.
     ali.discriminator.requires_grad_(False)  # no parameter gradients for D in this step
-    with _forward_precision(x, precision):
+    with _forward_precision(x, optim_cfg.precision):
         logits = ali.discriminator(torch.cat([x, x_tilde]), torch.cat([z_hat, z]), pair_y)
         loss_adv = generator_loss(logits[:n], logits[n:], weight)
-        stats = _cycle_terms(x, z, x_rec, z_rec, weight)
-        loss_g = loss_adv + _weighted_cycles(stats, cycle_x, cycle_z)
+        cycles = _cycle_terms(x, z, x_rec, z_rec, weight)
+        loss_g = loss_adv + _weighted_cycles(cycles, optim_cfg)
     optimizers.g.zero_grad(set_to_none=True)
     loss_g.backward()
     optimizers.g.step()
     ali.discriminator.requires_grad_(True)
-
-    stats.update(loss_d=loss_d, loss_g=loss_adv, d_real=torch.sigmoid(real).mean(),
-                 d_fake=torch.sigmoid(fake).mean())
-    return {k: v.detach() for k, v in stats.items()}
+    return _statistics(loss_d, loss_adv, real, fake, cycles)
 
 
-def _cycle_terms(x: torch.Tensor, z: torch.Tensor, x_rec: Optional[torch.Tensor], z_rec: Optional[torch.Tensor],
-                 weight: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ALICE reconstruction errors of the round trips that were taken (None: not asked for)."""
-    stats = {}
-    if x_rec is not None:
-        stats["cycle_x"] = cycle_loss(x, x_rec, weight)
-    if z_rec is not None:
-        stats["cycle_z"] = cycle_loss(z, z_rec)
-    return stats
+def simultaneous_step(ali: ALI, optimizers: ALIOptimizers, optim_cfg, x: torch.Tensor, y: Optional[torch.Tensor],
+                      weight: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """Both players' losses from one D pass, as the ALI authors' code does; each gradient reaches its own weights.
 
-
-def _weighted_cycles(stats: dict[str, torch.Tensor], cycle_x: float, cycle_z: float):
-    """The cycle terms' contribution to the encoder/decoder loss."""
-    return cycle_x * stats.get("cycle_x", 0.0) + cycle_z * stats.get("cycle_z", 0.0)
-
-
-def _simultaneous_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, z: torch.Tensor,
-                       y: Optional[torch.Tensor], z_hat: torch.Tensor, x_tilde: torch.Tensor,
-                       x_rec: Optional[torch.Tensor], z_rec: Optional[torch.Tensor], cycle_x: float, cycle_z: float,
-                       weight: Optional[torch.Tensor], precision: str) -> dict[str, torch.Tensor]:
-    """Both players' losses from one discriminator pass; each player's gradient reaches only its own weights."""
-    n = x.shape[0]
-    pair_y = None if y is None else torch.cat([y, y])
-    with _forward_precision(x, precision):
+    One discriminator forward fewer than `alternating_step` (BENCHMARKS.md, "Cheaper ALI
+    updates"); the encoder and decoder are scored by the discriminator before its step.
+    """
+    n, pair_y = x.shape[0], _pair_labels(y)
+    z, z_hat, x_tilde, x_rec, z_rec = _encode_and_decode(ali, Players(ali), optim_cfg, x, y)
+    with _forward_precision(x, optim_cfg.precision):
         logits = ali.discriminator(torch.cat([x, x_tilde]), torch.cat([z_hat, z]), pair_y)
         real, fake = logits[:n], logits[n:]
         loss_d = discriminator_loss(real, fake, weight)
         loss_adv = generator_loss(real, fake, weight)
-        stats = _cycle_terms(x, z, x_rec, z_rec, weight)
-        loss_g = loss_adv + _weighted_cycles(stats, cycle_x, cycle_z)
+        cycles = _cycle_terms(x, z, x_rec, z_rec, weight)
+        loss_g = loss_adv + _weighted_cycles(cycles, optim_cfg)
+
+    # (1) and (2) together: D's gradient from loss_d, the encoder's and decoder's from loss_g.
     d_params = [p for group in optimizers.d.param_groups for p in group["params"]]
     g_params = [p for group in optimizers.g.param_groups for p in group["params"]]
     optimizers.d.zero_grad(set_to_none=True)
@@ -199,35 +179,70 @@ def _simultaneous_step(ali: ALI, optimizers: ALIOptimizers, x: torch.Tensor, z: 
     loss_g.backward(inputs=g_params)
     optimizers.d.step()
     optimizers.g.step()
-    stats.update(loss_d=loss_d, loss_g=loss_adv, d_real=torch.sigmoid(real).mean(),
-                 d_fake=torch.sigmoid(fake).mean())
-    return {k: v.detach() for k, v in stats.items()}
+    return _statistics(loss_d, loss_adv, real, fake, cycles)
 
 
-def _gan_step(gan: ALI, optimizers: ALIOptimizers, x: torch.Tensor, y: Optional[torch.Tensor],
-              weight: Optional[torch.Tensor], decoder: Optional[nn.Module] = None,
-              discriminator: Optional[nn.Module] = None, precision: str = "float32") -> dict[str, torch.Tensor]:
-    """The encoder-free ablation: the same decoder and x-pathway of D, a plain GAN update."""
-    y = y if gan.conditional else None
+def gan_step(gan: ALI, optimizers: ALIOptimizers, optim_cfg, x: torch.Tensor, y: Optional[torch.Tensor],
+             weight: Optional[torch.Tensor] = None, decoder: Optional[nn.Module] = None,
+             discriminator: Optional[nn.Module] = None) -> dict[str, torch.Tensor]:
+    """The encoder-free model: the same decoder and x-pathway of D, a plain GAN update (no cycle terms)."""
     decoder = decoder or gan.decoder
     discriminator = discriminator or gan.discriminator
-    n = x.shape[0]
-    pair_y = None if y is None else torch.cat([y, y])
-    with _forward_precision(x, precision):
+    n, pair_y = x.shape[0], _pair_labels(y)
+
+    # (1) Update D: real images against decoded prior codes, both in one pass.
+    with _forward_precision(x, optim_cfg.precision):
         x_fake = decoder(gan.prior(n), y)
-        logits = discriminator(torch.cat([x, x_fake.detach()]), None, pair_y)  # real and fake in one pass
+        logits = discriminator(torch.cat([x, x_fake.detach()]), None, pair_y)
         real, fake = logits[:n], logits[n:]
         loss_d = discriminator_loss(real, fake, weight)
     optimizers.d.zero_grad(set_to_none=True)
     loss_d.backward()
     optimizers.d.step()
 
+    # (2) Update the decoder: fool the updated D.
     gan.discriminator.requires_grad_(False)
-    with _forward_precision(x, precision):
-        loss_g = torch.nn.functional.softplus(-gan.discriminator(x_fake, None, y)).mean()
+    with _forward_precision(x, optim_cfg.precision):
+        loss_g = F.softplus(-gan.discriminator(x_fake, None, y)).mean()
     optimizers.g.zero_grad(set_to_none=True)
     loss_g.backward()
     optimizers.g.step()
     gan.discriminator.requires_grad_(True)
-    return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(),
-            "d_real": torch.sigmoid(real).mean().detach(), "d_fake": torch.sigmoid(fake).mean().detach()}
+    return _statistics(loss_d, loss_g, real, fake)
+
+
+def _encode_and_decode(ali: ALI, players: nn.Module, optim_cfg, x: torch.Tensor, y: Optional[torch.Tensor]):
+    """Prior codes z, then (in one players pass) G_z(x), G_x(z) and the round trips the cycle terms compare."""
+    z = ali.prior(x.shape[0])
+    with _forward_precision(x, optim_cfg.precision):
+        z_hat, x_tilde, x_rec, z_rec = players(x, z, y, bool(optim_cfg.cycle_x), bool(optim_cfg.cycle_z))
+    return z, z_hat, x_tilde, x_rec, z_rec
+
+
+def _pair_labels(y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The labels of a batch of real pairs followed by as many fake pairs (None: unconditional)."""
+    return None if y is None else torch.cat([y, y])
+
+
+def _cycle_terms(x: torch.Tensor, z: torch.Tensor, x_rec: Optional[torch.Tensor], z_rec: Optional[torch.Tensor],
+                 weight: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ALICE reconstruction errors of the round trips that were taken (None: not asked for)."""
+    terms = {}
+    if x_rec is not None:
+        terms["cycle_x"] = cycle_loss(x, x_rec, weight)
+    if z_rec is not None:
+        terms["cycle_z"] = cycle_loss(z, z_rec)
+    return terms
+
+
+def _weighted_cycles(cycles: dict[str, torch.Tensor], optim_cfg):
+    """The cycle terms' contribution to the encoder/decoder loss."""
+    return optim_cfg.cycle_x * cycles.get("cycle_x", 0.0) + optim_cfg.cycle_z * cycles.get("cycle_z", 0.0)
+
+
+def _statistics(loss_d: torch.Tensor, loss_g: torch.Tensor, real: torch.Tensor, fake: torch.Tensor,
+                cycles: Optional[dict[str, torch.Tensor]] = None) -> dict[str, torch.Tensor]:
+    """What one update reports, detached: both losses, D's mean belief in real and fake pairs, the cycle terms."""
+    stats = dict(cycles or {})
+    stats.update(loss_d=loss_d, loss_g=loss_g, d_real=torch.sigmoid(real).mean(), d_fake=torch.sigmoid(fake).mean())
+    return {k: v.detach() for k, v in stats.items()}

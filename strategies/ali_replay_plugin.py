@@ -435,11 +435,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             x = torch.cat([x, batch.images])
             y = torch.cat([y.to(batch.classes.dtype), batch.classes])
         self.ali.train()
-        self.last_ali_stats = train_step(self.ali, self.optimizers, x, y if self.ali.conditional else None,
-                                         self.optim_cfg.cycle_x, self.optim_cfg.cycle_z, weight,
-                                         players=self._players, discriminator=self._discriminator,
-                                         update_order=self.optim_cfg.update_order,
-                                         precision=self.optim_cfg.precision)
+        self.last_ali_stats = train_step(self.ali, self.optimizers, self.optim_cfg, x, y, weight,
+                                         players=self._players, discriminator=self._discriminator)
 
     # ------------------------------------------------------------------ replay generation
     def _next_indices(self, size: int) -> torch.Tensor:

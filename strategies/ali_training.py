@@ -70,10 +70,7 @@ class ALITraining(SupervisedTemplate):
             self._unpack_minibatch()
             self._before_training_iteration(**kwargs)
             y = self.mb_y.long() if self.model.conditional else None
-            self.last_stats = train_step(self.model, self.ali_optimizers, self.mb_x, y,
-                                         self.optim_cfg.cycle_x, self.optim_cfg.cycle_z,
-                                         update_order=self.optim_cfg.update_order,
-                                         precision=self.optim_cfg.precision)
+            self.last_stats = train_step(self.model, self.ali_optimizers, self.optim_cfg, self.mb_x, y)
             # Both players' losses, for loss metrics and loggers.
             self.loss = (self.last_stats["loss_d"] + self.last_stats["loss_g"]).reshape(1)
             self._after_training_iteration(**kwargs)

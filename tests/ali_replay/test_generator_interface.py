@@ -48,7 +48,7 @@ def test_ali_generator_in_avalanche_generative_replay_plugin():
     opt = make_optimizers(ali, OptimConfig())
     x = data.train.float_images()
     for _ in range(20):  # a briefly trained generator: the interface, not the quality, is tested here
-        train_step(ali, opt, x[torch.randint(0, len(x), (64,))])
+        train_step(ali, opt, OptimConfig(), x[torch.randint(0, len(x), (64,))])
     ali.eval()
 
     solver = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))

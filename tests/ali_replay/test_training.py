@@ -30,11 +30,12 @@ def test_steps_lower_the_discriminator_loss_on_a_fixed_batch(digits_batch, order
     torch.manual_seed(0)
     x, _ = digits_batch
     ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=128, latent_dim=8))
-    opt = make_optimizers(ali, OptimConfig(lr_d=2e-4, lr_g=2e-4))
+    cfg = OptimConfig(lr_d=2e-4, lr_g=2e-4, update_order=order, precision=precision)
+    opt = make_optimizers(ali, cfg)
     z = torch.randn(64, 8)
     before = _fixed_d_loss(ali, x, z)
     for _ in range(30):
-        stats = train_step(ali, opt, x, update_order=order, precision=precision)
+        stats = train_step(ali, opt, cfg, x)
     after = _fixed_d_loss(ali, x, z)
     assert before == pytest.approx(2 * torch.log(torch.tensor(2.0)).item(), abs=0.05)
     assert after < before - 0.2
@@ -51,7 +52,7 @@ def test_each_player_moves_and_discriminator_gradients_are_restored(digits_batch
     ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=64, latent_dim=8, conditional=True))
     opt = make_optimizers(ali, OptimConfig())
     snapshot = {k: v.clone() for k, v in ali.state_dict().items()}
-    train_step(ali, opt, x, y)
+    train_step(ali, opt, OptimConfig(), x, y)
     for part in ("encoder", "decoder", "discriminator"):
         changed = [not torch.equal(v, snapshot[k]) for k, v in ali.state_dict().items()
                    if k.startswith(part) and v.is_floating_point() and "running" not in k]
@@ -70,9 +71,10 @@ def test_cycle_term_lowers_reconstruction_error():
     for cycle in (0.0, 30.0):
         torch.manual_seed(0)
         ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=128, latent_dim=16))
-        opt = make_optimizers(ali, OptimConfig(lr_d=2e-4, lr_g=2e-4))
+        cfg = OptimConfig(lr_d=2e-4, lr_g=2e-4, cycle_x=cycle, cycle_z=cycle / 10)
+        opt = make_optimizers(ali, cfg)
         for _ in range(500):
-            train_step(ali, opt, x[torch.randint(0, len(x), (64,))], cycle_x=cycle, cycle_z=cycle / 10)
+            train_step(ali, opt, cfg, x[torch.randint(0, len(x), (64,))])
         ali.eval()
         with torch.no_grad():
             errors[cycle] = (ali.reconstruct(x) - x).abs().mean().item()
@@ -84,7 +86,7 @@ def test_gan_step_trains_decoder_only(digits_batch):
     x, _ = digits_batch
     gan = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=64, latent_dim=8), encoder=False)
     opt = make_optimizers(gan, OptimConfig())
-    stats = train_step(gan, opt, x)
+    stats = train_step(gan, opt, OptimConfig(), x)
     assert set(stats) == {"loss_d", "loss_g", "d_real", "d_fake"}
     assert torch.isfinite(stats["loss_d"])
 
@@ -99,7 +101,7 @@ def test_simultaneous_update_scores_both_players_on_one_discriminator_pass(digit
         ali = build_ali((1, 8, 8), cfg)
         opt = make_optimizers(ali, OptimConfig())
         torch.manual_seed(1)
-        stats = train_step(ali, opt, x, y, update_order=order)
+        stats = train_step(ali, opt, OptimConfig(update_order=order), x, y)
         after[order] = ({k: v.clone() for k, v in ali.state_dict().items()}, stats)
     (alt, alt_stats), (sim, sim_stats) = after["alternating"], after["simultaneous"]
     assert float(sim_stats["loss_d"]) == pytest.approx(float(alt_stats["loss_d"]), rel=1e-6)
@@ -116,9 +118,9 @@ def test_unknown_update_order_or_precision_and_distributed_simultaneous_are_refu
     ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=32, latent_dim=4))
     opt = make_optimizers(ali, OptimConfig())
     with pytest.raises(ConfigError, match="update_order.*alternating, simultaneous"):
-        train_step(ali, opt, x, update_order="jacobi")
+        train_step(ali, opt, OptimConfig(update_order="jacobi"), x)
     with pytest.raises(ConfigError, match="optim.precision.*float32, bfloat16"):
-        train_step(ali, opt, x, precision="float8")
+        train_step(ali, opt, OptimConfig(precision="float8"), x)
     with pytest.raises(ConfigError, match="distributed.*update_order=alternating"):
         check_update_order("simultaneous", distributed=True)
 

@@ -66,15 +66,16 @@ def test_refresh_beats_stale_codes_after_drift(digits, digit_classifier, make_al
     for seed in range(3):
         torch.manual_seed(seed)
         ali = make_ali(latent_dim=8, hidden=64)
-        optimizers = make_optimizers(ali, OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0))
+        optim_cfg = OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0)
+        optimizers = make_optimizers(ali, optim_cfg)
         for _ in range(300):  # learn the digits 0 and 1
-            train_step(ali, optimizers, x_train[first][torch.randint(0, int(first.sum()), (32,))], cycle_x=10.0)
+            train_step(ali, optimizers, optim_cfg, x_train[first][torch.randint(0, int(first.sum()), (32,))])
         with torch.no_grad():
             codes = ali.eval().encode(x_train[first])
         old_decoder = copy.deepcopy(ali.decoder)
         ali.train()
         for _ in range(600):  # then every digit: the latent space is reorganised
-            train_step(ali, optimizers, x_train[torch.randint(0, 1400, (32,))], cycle_x=10.0)
+            train_step(ali, optimizers, optim_cfg, x_train[torch.randint(0, 1400, (32,))])
         refreshed = refresh_codes(old_decoder, ali, codes)
         assert refreshed.requires_grad is False and refreshed.dtype == torch.float32
         with torch.no_grad():
