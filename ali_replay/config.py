@@ -70,7 +70,7 @@ class EvalConfig:
 
     labels_per_class: Optional[int] = None  # None: every training label (the probe protocol's 'all')
     probe_train_size: int = 10000  # cap on probe training examples, for speed
-    n_samples: int = 1000
+    n_samples: int = 10000  # prior samples the judge labels for the class histogram
 
 
 @dataclass

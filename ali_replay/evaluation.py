@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Optional
@@ -17,6 +18,8 @@ from torch import nn
 
 from ali_replay.ali import ALI
 from ali_replay.data import load_dataset
+from ali_replay.errors import ConfigError, ShapeError
+from ali_replay.runtime import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,40 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     return float(probe.score(test_x, test_y))
 
 
+def class_histogram(classes: torch.Tensor, num_classes: int) -> dict:
+    """Share of each class among predicted labels, the largest share and the entropy (bits) of the shares."""
+    if classes.numel() == 0:
+        raise ShapeError("class_histogram got no predicted labels; pass at least one")
+    counts = torch.bincount(classes.flatten().long().cpu(), minlength=num_classes).double()
+    shares = counts / counts.sum()
+    nonzero = shares[shares > 0]
+    entropy = float(-(nonzero * nonzero.log2()).sum())
+    largest = int(shares.argmax())
+    return {
+        "sample_count": int(counts.sum()),
+        "sample_class_hist": shares.tolist(),
+        "sample_max_class": largest,
+        "sample_max_class_share": float(shares[largest]),
+        # log2(num_classes) bits when every class is equally common, 0 when one class takes everything
+        "sample_class_entropy_bits": entropy,
+        "sample_class_entropy_ratio": entropy / math.log2(num_classes) if num_classes > 1 else 1.0,
+    }
+
+
+def sample_classes(ali: ALI, judge: nn.Module, n: int, seed: int, batch_size: int = 1000) -> torch.Tensor:
+    """The judge's labels for `n` images decoded from prior codes drawn with `seed`."""
+    if n < 1:
+        raise ConfigError(f"eval.n_samples must be a positive number of prior samples (e.g. 10000), got {n}")
+    devices = [ali.device] if ali.device.type == "cuda" else []
+    # Its own random stream: the figures depend on the seed alone, and callers' draws stay untouched.
+    with torch.random.fork_rng(devices=devices), evaluating(ali):
+        torch.manual_seed(seed)
+        return torch.cat([predict(judge, ali.sample(min(batch_size, n - i)))
+                          for i in range(0, n, batch_size)])
+
+
 def evaluate_ali(ali: ALI, cfg, device: torch.device) -> dict:
-    """The eval-ali figures for a trained ALI on its config's data set."""
+    """The eval-ali figures for a trained ALI on its config's data set (`seed` is the config's: the run's own)."""
     started = time.perf_counter()
     data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path)
     ali = ali.to(device).eval()
@@ -125,14 +160,10 @@ def evaluate_ali(ali: ALI, cfg, device: torch.device) -> dict:
     judge = train_judge(x_train, y_train, data.num_classes, seed=cfg.seed)
     judge_acc = (predict(judge, x_test) == y_test).float().mean().item()
     agreement = (predict(judge, recon) == y_test).float().mean().item()
-    torch.manual_seed(cfg.seed)
-    with torch.no_grad():
-        samples = torch.cat([ali.sample(min(500, cfg.eval.n_samples - i))
-                             for i in range(0, cfg.eval.n_samples, 500)])
-    counts = torch.bincount(predict(judge, samples), minlength=data.num_classes).cpu()
-    hist = (counts.float() / counts.sum()).tolist()
+    classes = sample_classes(ali, judge, cfg.eval.n_samples, cfg.seed)
     return {
         "data": cfg.data.name,
+        "seed": cfg.seed,
         "test_images": len(x_test),
         "recon_mse": mse,
         "linear_probe_acc": latent_acc,
@@ -142,8 +173,7 @@ def evaluate_ali(ali: ALI, cfg, device: torch.device) -> dict:
         "labels_per_class": cfg.eval.labels_per_class,
         "judge_test_acc": judge_acc,
         "recon_label_agreement": agreement,
-        "sample_class_hist": hist,
-        "sample_max_class_share": max(hist),
+        **class_histogram(classes, data.num_classes),
         "eval_seconds": time.perf_counter() - started,
     }
 

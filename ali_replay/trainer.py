@@ -250,16 +250,22 @@ class ALITrainer:
 
     def _log_epoch(self, row: dict[str, float]) -> None:
         """Append one row to metrics.csv and TensorBoard."""
-        row = {"epoch": self.epoch, "step": self.step, **row}
+        # The seed goes in every row, so that a metrics.csv alone tells which run it came from.
+        row = {"epoch": self.epoch, "step": self.step, "seed": self.cfg.seed, **row}
         path = self.out / METRICS
         new = not path.exists()
+        # A resumed run keeps the columns its file already has (older runs lack the seed column).
+        fields = list(row)
+        if not new:
+            with path.open(newline="") as existing:
+                fields = next(csv.reader(existing), None) or fields
         with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(row)
         for key, value in row.items():
-            if key not in ("epoch", "step"):
+            if key not in ("epoch", "step", "seed"):
                 self.writer.add_scalar(f"train/{key}", value, self.step)
         log.info("epoch %d: %s", self.epoch, ", ".join(f"{k}={v:.4g}" for k, v in row.items()))
 
