@@ -1,12 +1,14 @@
 """The ALI model: encoder, decoder and joint discriminator behind one Avalanche `Generator`."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 from avalanche.models.generator import Generator
 from torch import nn
 
+from ali_replay.errors import ConfigError
 from ali_replay.models import Decoder, Encoder, JointDiscriminator, choose_preset
 from ali_replay.runtime import evaluating
 
@@ -88,13 +90,41 @@ class ALI(Generator, nn.Module):
         return self.reconstruct(x, y)
 
 
-def build_ali(shape, model_cfg, num_classes: int = 10, encoder: bool = True) -> ALI:
-    """An ALI (or, with `encoder=False`, an encoder-free GAN) for images of `shape`."""
+def _check_labels(num_classes: int, position: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook of a conditional network (labels `y` at argument `position`): labels in 0..num_classes-1."""
+    y = kwargs.get("y", args[position] if len(args) > position else None)
+    if y is None or y.numel() == 0:
+        return
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        raise ConfigError(f"a label {high if high >= num_classes else low} reached a class-conditional ALI built "
+                          f"for {num_classes} classes (labels 0..{num_classes - 1}); build it with "
+                          "build_ali(shape, model_cfg, num_classes=N), N the stream's class count "
+                          "(e.g. benchmark.n_classes)")
+
+
+def build_ali(shape, model_cfg, num_classes: Optional[int] = None, encoder: bool = True) -> ALI:
+    """An ALI (or, with `encoder=False`, an encoder-free GAN) for images of `shape`.
+
+    A class-conditional model (`model_cfg.conditional`) needs `num_classes`, the
+    stream's class count; its networks refuse labels outside 0..num_classes-1.
+    """
+    if model_cfg.conditional:
+        if num_classes is None:
+            raise ConfigError("a class-conditional ALI needs the class count: build_ali(shape, model_cfg, "
+                              "num_classes=N), N the stream's class count (e.g. benchmark.n_classes)")
+        if int(num_classes) < 1:
+            raise ConfigError(f"num_classes must be >= 1 for a class-conditional ALI, got {num_classes}")
     preset = choose_preset(model_cfg.preset, shape)
-    n_cond = num_classes if model_cfg.conditional else 0
+    n_cond = int(num_classes) if model_cfg.conditional else 0
     common = dict(latent_dim=model_cfg.latent_dim, preset=preset, width=model_cfg.width,
                   hidden=model_cfg.hidden, num_classes=n_cond)
     enc = Encoder(shape, **common) if encoder else None
     dec = Decoder(shape, **common)
     disc = JointDiscriminator(shape, dropout=model_cfg.dropout, use_z=encoder, **common)
+    if n_cond:
+        # A label out of range would otherwise fail deep inside one_hot, with no hint at the fix.
+        for net, position in ((enc, 1), (dec, 1), (disc, 2)):  # encoder(x, y), decoder(z, y), discriminator(x, z, y)
+            if net is not None:
+                net.register_forward_pre_hook(functools.partial(_check_labels, n_cond, position), with_kwargs=True)
     return ALI(enc, dec, disc, shape, model_cfg.latent_dim, n_cond, preset)

@@ -29,7 +29,7 @@ class BatchSizes(SupervisedPlugin):
 
 
 def test_generate_and_features_follow_avalanche_interface():
-    ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=32, latent_dim=6, conditional=True))
+    ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=32, latent_dim=6, conditional=True), num_classes=10)
     assert ali.generate(5).shape == (5, 1, 8, 8)
     assert ali.generate().shape == (1, 8, 8)
     assert ali.generate(4, condition=3).shape == (4, 1, 8, 8)

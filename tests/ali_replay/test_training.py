@@ -49,7 +49,7 @@ def test_steps_lower_the_discriminator_loss_on_a_fixed_batch(digits_batch, order
 def test_each_player_moves_and_discriminator_gradients_are_restored(digits_batch):
     torch.manual_seed(0)
     x, y = digits_batch
-    ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=64, latent_dim=8, conditional=True))
+    ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=64, latent_dim=8, conditional=True), num_classes=10)
     opt = make_optimizers(ali, OptimConfig())
     snapshot = {k: v.clone() for k, v in ali.state_dict().items()}
     train_step(ali, opt, OptimConfig(), x, y)
@@ -98,7 +98,7 @@ def test_simultaneous_update_scores_both_players_on_one_discriminator_pass(digit
     after = {}
     for order in ("alternating", "simultaneous"):
         torch.manual_seed(0)
-        ali = build_ali((1, 8, 8), cfg)
+        ali = build_ali((1, 8, 8), cfg, num_classes=10)
         opt = make_optimizers(ali, OptimConfig())
         torch.manual_seed(1)
         stats = train_step(ali, opt, OptimConfig(update_order=order), x, y)
