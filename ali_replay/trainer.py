@@ -8,6 +8,7 @@ import math
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Optional
 
@@ -17,12 +18,14 @@ from tqdm.auto import tqdm
 
 from ali_replay.ali import ALI, build_ali
 from ali_replay.checkpoint import load_checkpoint, save_checkpoint
+from ali_replay.config import ALIRunConfig, check_ranges
 from ali_replay.data import DataSplits, load_dataset
 from ali_replay import distributed
 from ali_replay.distributed import init_from_env
 from ali_replay.errors import ConfigError, UserError
 from ali_replay.guard import Divergence, check_epoch
 from ali_replay.pictures import save_interpolations, save_reconstructions, save_samples
+from ali_replay.run_lock import RunLock
 from ali_replay.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
 from ali_replay.training import ALIOptimizers, Players, check_optim, make_optimizers, train_step
 
@@ -56,17 +59,33 @@ class ALITrainer:
     """Trains one ALI on one data set, writing everything into `cfg.output_dir`."""
 
     def __init__(self, cfg: DictConfig, resume: bool = False, overwrite: bool = False):
+        check_ranges(cfg, ALIRunConfig)  # a config built in code gets the checks load_run_config makes
+        self._lock: Optional[RunLock] = None  # rank 0's hold on the output folder
+        try:
+            self._setup(cfg, resume, overwrite)
+        except BaseException:
+            self.close()  # a start that fails (bad data, Ctrl-C) frees the folder at once
+            raise
+        if self._lock is not None:  # a trainer dropped without fit() frees the folder when collected
+            weakref.finalize(self, self._lock.release)
+
+    def _setup(self, cfg: DictConfig, resume: bool, overwrite: bool) -> None:
+        """Device, output folder, data, networks and (with `resume`) the saved state."""
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.dist = init_from_env(resolve_device(cfg.device))
         self.device = self.dist.device(resolve_device(cfg.device))
         set_threads(cfg.threads)
+        self._lock_output_dir()
         self._check_output_dir(resume, overwrite)
         seed_everything(cfg.seed)
         self.data = load_dataset(cfg.data.name, cfg.data.root, cfg.data.download, cfg.data.path)
         self.ali, self.optimizers = build_from_config(cfg, self.data, self.device)
         check_optim(cfg.optim, self.dist.enabled)
         self.local_batch = self.dist.local_batch(cfg.train.batch_size)
+        if cfg.train.batch_size > len(self.data.train):  # an epoch would hold no full batch, so no update
+            raise ConfigError(f"train.batch_size={cfg.train.batch_size} is more than the {len(self.data.train)} "
+                              f"training images of {cfg.data.name}; choose at most {len(self.data.train)}")
         self.players = self.discriminator = None  # the ALI's own networks, unless distributed
         if self.dist.enabled:
             self.players = distributed.wrap(Players(self.ali))
@@ -84,6 +103,26 @@ class ALITrainer:
             self._restore(load_checkpoint(self.out / CHECKPOINT, self.device))
 
     # ------------------------------------------------------------------ state
+
+    def _lock_output_dir(self) -> None:
+        """Rank 0 takes the output folder's lock (other ranks never write); every rank stops if it is taken."""
+        error = None
+        if self.dist.is_main:
+            try:
+                self._lock = self._lock or RunLock(self.out)
+                self._lock.acquire()  # a no-op while held
+            except UserError as err:
+                if not self.dist.enabled:
+                    raise
+                error = str(err)
+        error = distributed.broadcast_object(error)
+        if error is not None:
+            raise UserError(error)
+
+    def close(self) -> None:
+        """Let go of the output folder; `fit` does this when it returns, fails or is interrupted."""
+        if self._lock is not None:
+            self._lock.release()
 
     def _check_output_dir(self, resume: bool, overwrite: bool) -> None:
         """Refuse to mix a new run into a folder that holds another one."""
@@ -140,6 +179,7 @@ class ALITrainer:
     def fit(self) -> Path:
         """Train for `train.epochs` epochs (or `train.max_steps` updates); return the run folder."""
         cfg = self.cfg
+        self._lock_output_dir()  # again after an earlier fit() let go of the folder
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
@@ -180,6 +220,7 @@ class ALITrainer:
                 signal.signal(signal.SIGINT, previous)
             if self.writer is not None:
                 self.writer.close()
+            self.close()
         return self.out
 
     def _on_sigint(self, signum, frame) -> None:

@@ -14,8 +14,10 @@ process peak so far (`rss_scope: "process"`). `memory_bytes` is the largest
 (`replay_preview`) are kept per experience in `replay/<strategy>_seed<k>.npz`.
 
 `compare(cfg)` runs every strategy x seed and, after each run, rewrites `results.json` and
-`results.csv` atomically, so an interrupted comparison resumes where it stopped: runs already in
-`results.json` are skipped (and logged as such). `jobs > 1` runs in spawned processes
+`results.csv` atomically, so an interrupted comparison resumes where it stopped (`resume=True`,
+the CLI's `--resume`): runs already in `results.json` are skipped (and logged as such). One process
+at a time writes into an output folder (`ali_replay.run_lock`); a second one is refused with the
+first one's pid. `jobs > 1` runs in spawned processes
 (`ProcessPoolExecutor`, one fresh process per run), each with `torch.set_num_threads(threads or
 max(1, cores // jobs))`; a run's results depend only on its config and seed, not on `jobs`
 (with equal thread counts the numbers are identical).
@@ -45,7 +47,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ali_replay import distributed
-from ali_replay.errors import ConfigError
+from ali_replay.errors import ConfigError, UserError
+from ali_replay.run_lock import RunLock
 from ali_replay.runtime import resolve_device, seed_everything
 from benchmarks import metrics
 from benchmarks.config import config_differences, fingerprint, validate_compare_config
@@ -364,6 +367,12 @@ def _start_state(cfg: DictConfig, out: Path, resume: bool, overwrite: bool, comm
         raise ConfigError(f"{out / RESULTS_FILE} cannot be read ({err}); pass --overwrite (overwrite=True) "
                           f"to replace it or choose another output_dir") from err
     differences = config_differences(fingerprint(old.get("config") or {}), fingerprint(plain))
+    if not differences and not resume:
+        finished = len(old.get("runs") or [])
+        raise ConfigError(
+            f"{out} already holds results of this comparison ({finished} finished run(s)); pass --resume "
+            f"(resume=True) to continue it, --overwrite (overwrite=True) to start again there, or choose "
+            f"another output_dir")
     if differences:
         run_list_only = all(d in ("strategies", "seeds") for d in differences)
         if not (resume and run_list_only):
@@ -400,12 +409,13 @@ def _sort_runs(runs: list[dict], plain_cfg: dict) -> list[dict]:
 def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, command: str | None = None) -> dict:
     """Run every strategy x seed of `cfg`, writing results run by run; return the results dict.
 
-    An output directory holding finished runs of the same config is resumed (its runs are
-    skipped; `jobs`, `threads`, `output_dir` and `logging` do not count as config). One holding
-    a different config is refused with a ConfigError unless `overwrite` (discard its results) or,
-    when only `strategies`/`seeds` differ, `resume` (keep every finished run, run the listed
-    ones that are missing, and record the union of both lists). `command` is recorded for the
-    report (default: this process's command line).
+    An output directory that already holds results is refused with a ConfigError unless
+    `overwrite` (discard them) or `resume`: of the same config, its finished runs are skipped
+    (`jobs`, `threads`, `output_dir` and `logging` do not count as config); when only
+    `strategies`/`seeds` differ, every finished run is kept, the listed ones that are missing
+    run, and the union of both lists is recorded. Another config is refused even with `resume`.
+    While it runs, the folder is locked against other processes (FolderInUseError naming the
+    pid). `command` is recorded for the report (default: this process's command line).
     """
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
@@ -416,18 +426,36 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
     dist_ctx = distributed.init_from_env(resolve_device(cfg.device))  # joins torchrun's group, if any
     check_distributed(cfg)
     out = Path(cfg.output_dir)
-    # Rank 0 reads and writes the output folder and tells the other processes which runs to do.
+    # Rank 0 alone locks, reads and writes the output folder, and tells the other processes which
+    # runs to do.
     results, todo, error = None, None, None
-    if dist_ctx.is_main:
+    lock = RunLock(out) if dist_ctx.is_main else None
+    if lock is not None:
         try:
+            lock.acquire()
             results, todo = _plan(cfg, out, resume, overwrite, command)
-        except ConfigError as err:
+        except UserError as err:
+            lock.release()
             if not dist_ctx.enabled:
                 raise
             error = str(err)
+        except BaseException:
+            lock.release()
+            raise
     error, todo = distributed.broadcast_object((error, todo))
     if error is not None:
-        raise ConfigError(error)
+        raise UserError(error)
+    try:
+        _run_planned(cfg, out, todo, results, dist_ctx)
+    finally:
+        if lock is not None:
+            lock.release()  # on return, on errors and on Ctrl-C alike
+    return distributed.broadcast_object(results)  # the same results in every process
+
+
+def _run_planned(cfg: DictConfig, out: Path, todo: list[tuple[str, int]], results: dict | None,
+                 dist_ctx: distributed.DistContext) -> None:
+    """Train the planned runs, saving each finished one (rank 0), then write the report."""
     threads = threads_per_run(cfg)
 
     def record(run: dict) -> None:
@@ -463,7 +491,6 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
     if dist_ctx.is_main:
         text = write_outputs(results, out, plots=True)
         log.debug("report:\n%s", text)
-    return distributed.broadcast_object(results)  # the same results in every process
 
 
 def _plan(cfg: DictConfig, out: Path, resume: bool, overwrite: bool, command: str | None
@@ -491,7 +518,8 @@ def run(cfg: DictConfig, strategy_spec: str, seed: int, resume: bool = False, ov
     """One strategy with one seed (`ali-replay run`); return that run's record.
 
     The output folder gets the same files as `compare` (results.json with one run, results.csv,
-    report.md, plots); a folder already holding the finished run returns it without re-running.
+    report.md, plots); with `resume`, a folder already holding the finished run returns it without
+    re-running.
     """
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)

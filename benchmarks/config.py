@@ -23,7 +23,8 @@ from typing import Any, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ali_replay.config import merge_config, resolve_config_path
+from ali_replay.config import (FILE, FOLDER, SEED_RANGE, THREADS, at_least, check_ranges, merge_config,
+                               positive, resolve_config_path)
 from ali_replay.errors import ConfigError
 
 from benchmarks.solvers import SOLVER_NAMES
@@ -45,16 +46,17 @@ class BenchmarkConfig:
     name: str = "split_digits"
     scenario: str = "class_incremental"  # class_incremental | task_incremental
     shuffle_classes: bool = False  # True: class order permuted by the run's seed
-    n_experiences: Optional[int] = None  # None: the benchmark's own (5; 10 for split_cifar100)
+    # None: the benchmark's own (5; 10 for split_cifar100)
+    n_experiences: Optional[int] = field(default=None, metadata=at_least(1))
 
 
 @dataclass
 class BenchmarkDataConfig:
     """Where the stream's data set is read from (see `ali_replay.data.load_dataset`)."""
 
-    root: str = "data"
+    root: str = field(default="data", metadata=FOLDER)
     download: bool = False
-    path: Optional[str] = None  # only for npz-backed data sets
+    path: Optional[str] = field(default=None, metadata=FILE)  # only for npz-backed data sets
 
 
 @dataclass
@@ -62,16 +64,16 @@ class SolverConfig:
     """The classifier every strategy trains, and its budget per experience."""
 
     name: str = "mlp"  # mlp | conv
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3  # Adam
+    epochs: int = field(default=5, metadata=at_least(1))
+    batch_size: int = field(default=128, metadata=at_least(1))
+    lr: float = field(default=1e-3, metadata=positive())  # Adam
 
 
 @dataclass
 class GeneratorConfig:
     """Budget of a strategy's separate generator (VAE/GAN/ALI), per experience."""
 
-    epochs: Optional[int] = None  # None: the strategy's own default
+    epochs: Optional[int] = field(default=None, metadata=at_least(1))  # None: the strategy's own default
 
 
 @dataclass
@@ -91,12 +93,13 @@ class CompareConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     strategies: List[str] = field(default_factory=lambda: ["naive", "vae_replay", "ali_replay", "joint"])
-    seeds: List[int] = field(default_factory=lambda: [0])
-    output_dir: str = "runs/compare"
+    seeds: List[int] = field(default_factory=lambda: [0], metadata=SEED_RANGE)  # the range of every seed
+    output_dir: str = field(default="runs/compare", metadata=FOLDER)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
-    jobs: int = 1  # parallel run processes
-    threads: Optional[int] = None  # torch threads per run; None: max(1, cores // jobs)
-    eval_mb_size: int = 256
+    jobs: int = field(default=1, metadata=at_least(1))  # parallel run processes
+    # torch threads per run; None: max(1, cores // jobs)
+    threads: Optional[int] = field(default=None, metadata=THREADS)
+    eval_mb_size: int = field(default=256, metadata=at_least(1))
 
 
 def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -120,12 +123,14 @@ def load_compare_config(path_or_name: str | Path | None = None, overrides: Seque
     """
     source = resolve_config_path(path_or_name if path_or_name is not None else "default", "compare")
     presets, rest = _split_overrides(overrides)
-    cfg = merge_config(CompareConfig, source)
+    # Ranges are checked once, on the final merge (validate_compare_config): a file's value may be
+    # out of range until an override replaces it.
+    cfg = merge_config(CompareConfig, source, check=False)
     for preset in presets:
         if not preset:
             raise ConfigError("override 'benchmark=' needs a preset name, e.g. benchmark=split_mnist")
-        cfg = merge_config(cfg, resolve_config_path(preset, "benchmark"))
-    cfg = merge_config(cfg, None, rest)
+        cfg = merge_config(cfg, resolve_config_path(preset, "benchmark"), check=False)
+    cfg = merge_config(cfg, None, rest, check=False)
     validate_compare_config(cfg)
     return cfg
 
@@ -138,15 +143,7 @@ def validate_compare_config(cfg: DictConfig) -> DictConfig:
         raise ConfigError(f"unknown solver '{cfg.solver.name}' (solver.name); valid names: {', '.join(SOLVER_NAMES)}")
     if str(cfg.device).lower() not in DEVICES:
         raise ConfigError(f"unknown device '{cfg.device}' (device); valid: {', '.join(DEVICES)}")
-    for key in ("solver.epochs", "solver.batch_size", "jobs", "eval_mb_size"):
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{key} must be >= 1, got {OmegaConf.select(cfg, key)}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ConfigError(f"threads must be >= 1 or null, got {cfg.threads}")
-    if cfg.generator.epochs is not None and cfg.generator.epochs < 1:
-        raise ConfigError(f"generator.epochs must be >= 1 or null, got {cfg.generator.epochs}")
-    if not cfg.solver.lr > 0:
-        raise ConfigError(f"solver.lr must be > 0, got {cfg.solver.lr}")
+    check_ranges(cfg, CompareConfig)  # every numeric key's interval, and folder/file paths
     if len(cfg.strategies) == 0:
         raise ConfigError("strategies is empty; list at least one, e.g. strategies=[naive,ali_replay]")
     if len(cfg.seeds) == 0:

@@ -119,12 +119,26 @@ def test_different_config_is_refused(tiny_results, tmp_path):
     assert _load(out) == before
 
 
+def test_folder_with_results_needs_resume_or_overwrite(tiny_results, tmp_path):
+    src, _ = tiny_results
+    out = _copy(src, tmp_path / "again")
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(ConfigError) as err:
+        compare(tiny_config(out))  # the very same comparison, neither flag: nothing is run or skipped
+    message = str(err.value)
+    assert "already holds results" in message and "3 finished run(s)" in message
+    assert "--resume" in message and "--overwrite" in message and "\n" not in message
+    assert (out / "results.json").read_bytes() == before
+    with pytest.raises(ConfigError, match="--resume"):
+        run(tiny_config(out), "naive", 0)
+
+
 def test_same_config_elsewhere_skips_finished_runs(tiny_results, tmp_path, caplog):
     src, _ = tiny_results
     out = _copy(src, tmp_path / "moved")  # output_dir, jobs and threads do not change the results
     before = _load(out)
     with caplog.at_level(logging.INFO, logger="benchmarks"):
-        results = compare(tiny_config(out))
+        results = compare(tiny_config(out), resume=True)
     assert results["runs"] == before["runs"]
     assert sum("skipping" in m for m in caplog.messages) == 3
 
@@ -180,7 +194,8 @@ def test_killed_comparison_resumes(tmp_path, repo_root, caplog):
     at_kill = _load(out)["runs"]
     assert 1 <= len(at_kill) < 4
     with caplog.at_level(logging.INFO, logger="benchmarks"):
-        results = compare(tiny_config(out, "solver.epochs=2", "strategies=[naive,joint]", "seeds=[0,1]"))
+        results = compare(tiny_config(out, "solver.epochs=2", "strategies=[naive,joint]", "seeds=[0,1]"),
+                          resume=True)
     assert [(r["strategy"], r["seed"]) for r in results["runs"]] == [("naive", 0), ("naive", 1), ("joint", 0),
                                                                     ("joint", 1)]
     for old in at_kill:  # finished runs were kept as they were, not re-run

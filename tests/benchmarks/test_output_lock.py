@@ -1,0 +1,62 @@
+"""One writer per comparison folder: a live writer refuses the next, and the lock goes on exit, error or Ctrl-C."""
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ali_replay.run_lock import LOCK_FILE, FolderInUseError
+from benchmarks import compare
+
+from .conftest import tiny_config
+
+COMPARE_MODULE = importlib.import_module("benchmarks.compare")  # the package exports a function of that name
+
+
+def test_a_finished_comparison_leaves_no_lock(tiny_results):
+    out, _ = tiny_results
+    assert (out / "results.json").is_file() and not (out / LOCK_FILE).exists()
+
+
+def test_second_process_is_refused_while_the_first_writes(tiny_results, tmp_path, repo_root):
+    src, _ = tiny_results
+    out = tmp_path / "busy"
+    shutil.copytree(src, out)
+    before = (out / "results.json").read_bytes()
+    script = textwrap.dedent(f"""
+        import time
+        from ali_replay.run_lock import RunLock
+        RunLock({str(out)!r}).acquire()
+        print("locked", flush=True)
+        time.sleep(600)
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", script], cwd=repo_root, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        for flag in ({}, {"resume": True}, {"overwrite": True}):
+            with pytest.raises(FolderInUseError) as err:
+                compare(tiny_config(out), **flag)
+            assert f"process {writer.pid}" in str(err.value) and str(out) in str(err.value)
+        assert (out / "results.json").read_bytes() == before  # not even --overwrite touched it
+    finally:
+        writer.kill()
+        writer.wait()
+    # The writer was killed: its lock is taken over and the folder continues with --resume.
+    results = compare(tiny_config(out), resume=True)
+    assert [r["started_at"] for r in results["runs"]] == [r["started_at"] for r in json.loads(before)["runs"]]
+    assert not (out / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_lock_goes_when_a_run_fails_or_is_interrupted(tmp_path, monkeypatch, failure):
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(COMPARE_MODULE, "run_single", fail)
+    out = tmp_path / "failing"
+    with pytest.raises(type(failure)):
+        compare(tiny_config(out, "strategies=[naive]"))
+    assert (out / "results.json").is_file() and not (out / LOCK_FILE).exists()
