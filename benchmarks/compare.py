@@ -6,6 +6,10 @@ experience by experience. After each experience it evaluates on every test exper
 Avalanche's `accuracy_metrics(experience=True)` (through an `EvaluationPlugin` that also drives
 an `InteractiveLogger`, a `CSVLogger` under `logs/<strategy>_seed<k>/` and, when
 `logging.tensorboard` is true, a `TensorboardLogger` there) to fill row i of `acc_matrix`.
+With `benchmark.validation` > 0 the stream also holds a validation stream (that share of each
+experience's training data, held out) and each row is evaluated on it as well: `val_acc_matrix` and
+`final_avg_val_acc` sit beside `acc_matrix` and `final_avg_acc` (both None without validation), so
+recipes can be chosen on validation data (`benchmarks.select`) and reported on test data.
 Only the `train` calls count towards `train_seconds` (per experience: `experience_seconds`). `peak_rss_mb` is
 `resource.getrusage(RUSAGE_SELF).ru_maxrss` when the run ends: with `jobs > 1` each run has its
 own process (`rss_scope: "run"`); with `jobs = 1` all runs share the calling process, so it is the
@@ -58,7 +62,7 @@ from benchmarks.streams import build_stream
 
 log = logging.getLogger(__name__)
 
-ACC_KEY = "Top1_Acc_Exp/eval_phase/test_stream/"
+ACC_KEY = "Top1_Acc_Exp/eval_phase/{stream}/"  # Avalanche's per-experience accuracy, by stream name
 PREVIEW_LIMIT = 64  # replayed samples kept per experience
 RESULTS_VERSION = 1
 
@@ -169,16 +173,17 @@ def _mean_over_processes(row: list[float]) -> list[float]:
     return distributed.current().mean(torch.tensor(row, dtype=torch.float64)).tolist()
 
 
-def accuracy_row(metric_values: dict, n_experiences: int, row: int) -> list[float]:
-    """Per-test-experience accuracies from Avalanche's metric dictionary."""
+def accuracy_row(metric_values: dict, n_experiences: int, row: int, stream: str = "test_stream") -> list[float]:
+    """Per-experience accuracies on `stream` (test_stream, valid_stream) from Avalanche's metric dictionary."""
+    prefix = ACC_KEY.format(stream=stream)
     values: dict[int, float] = {}
     for key, value in metric_values.items():
-        if key.startswith(ACC_KEY) and "/Exp" in key:
+        if key.startswith(prefix) and "/Exp" in key:
             exp = int(key.rsplit("/Exp", 1)[1])
             values[exp] = float(value)
     missing = [j for j in range(n_experiences) if j not in values]
     if missing:
-        raise RuntimeError(f"after experience {row} the evaluator reported no accuracy for test "
+        raise RuntimeError(f"after experience {row} the evaluator reported no accuracy for {stream} "
                            f"experiences {missing} (keys: {sorted(metric_values)[:5]}...)")
     return [values[j] for j in range(n_experiences)]
 
@@ -238,8 +243,18 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
     strategy.model = distributed.wrap(strategy.model.to(device))
     train_stream = bundle.benchmark.train_stream
     test_stream = bundle.benchmark.test_stream
+    valid_stream = bundle.validation_stream
     t_count = bundle.n_experiences
     acc_matrix: list[list[float]] = []
+    val_matrix: list[list[float]] = []
+
+    def evaluate(row: int) -> tuple[list[float], list[float] | None]:
+        """Accuracy rows on the test stream and, when there is one, the validation stream."""
+        test_row = _mean_over_processes(accuracy_row(strategy.eval(test_stream, num_workers=0), t_count, row))
+        if valid_stream is None:
+            return test_row, None
+        metric_values = strategy.eval(valid_stream, num_workers=0)
+        return test_row, _mean_over_processes(accuracy_row(metric_values, t_count, row, "valid_stream"))
     previews: dict[str, np.ndarray] = {}
     replay_experiences: list[int] = []
     train_seconds = eval_seconds = 0.0
@@ -254,9 +269,11 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
             strategy.train(list(train_stream), num_workers=0)
             train_seconds = time.perf_counter() - tic
             tic = time.perf_counter()
-            row = _mean_over_processes(accuracy_row(strategy.eval(test_stream, num_workers=0), t_count, t_count - 1))
+            row, val_row = evaluate(t_count - 1)
             eval_seconds = time.perf_counter() - tic
             acc_matrix = [list(row) for _ in range(t_count)]
+            if val_row is not None:
+                val_matrix = [list(val_row) for _ in range(t_count)]
             memory = int(registry.strategy_memory_bytes(strategy))
         else:
             for i, experience in enumerate(train_stream):
@@ -274,8 +291,10 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
                     previews[f"exp{i}_labels"] = labels[:PREVIEW_LIMIT].detach().cpu().to(torch.int64).numpy()
                     replay_experiences.append(i)
                 tic = time.perf_counter()
-                acc_matrix.append(_mean_over_processes(accuracy_row(strategy.eval(test_stream, num_workers=0),
-                                                                    t_count, i)))
+                row, val_row = evaluate(i)
+                acc_matrix.append(row)
+                if val_row is not None:
+                    val_matrix.append(val_row)
                 eval_seconds += time.perf_counter() - tic
     finally:
         _close_loggers(loggers)
@@ -294,6 +313,9 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
         "avg_forgetting": metrics.avg_forgetting(acc_matrix),
         "bwt": metrics.bwt(acc_matrix),
         "avg_acc_curve": metrics.avg_acc_curve(acc_matrix),
+        "validation": bundle.validation,
+        "val_acc_matrix": val_matrix if valid_stream is not None else None,
+        "final_avg_val_acc": metrics.final_avg_acc(val_matrix) if valid_stream is not None else None,
         "train_seconds": round(train_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
         "experience_seconds": experience_seconds,
@@ -314,8 +336,9 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
         "finished_at": _now(),
         "pid": os.getpid(),
     }
-    log.info("%s seed %d: final average accuracy %.4f, %.1f s training", strategy_spec, seed,
-             record["final_avg_acc"], train_seconds)
+    log.info("%s seed %d: final average accuracy %.4f%s, %.1f s training", strategy_spec, seed,
+             record["final_avg_acc"], "" if valid_stream is None else f" (validation {record['final_avg_val_acc']:.4f})",
+             train_seconds)
     return record
 
 

@@ -24,7 +24,7 @@ from typing import Any, List, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from ali_replay.config import (FILE, FOLDER, SEED_RANGE, THREADS, at_least, check_ranges, merge_config,
-                               positive, resolve_config_path)
+                               positive, resolve_config_path, within)
 from ali_replay.errors import ConfigError
 
 from benchmarks.solvers import SOLVER_NAMES
@@ -48,6 +48,9 @@ class BenchmarkConfig:
     shuffle_classes: bool = False  # True: class order permuted by the run's seed
     # None: the benchmark's own (5; 10 for split_cifar100)
     n_experiences: Optional[int] = field(default=None, metadata=at_least(1))
+    # Share of each class's training images held out as a validation stream, drawn by the run's
+    # seed (benchmarks.streams.validation_split); 0 holds out nothing.
+    validation: float = field(default=0.0, metadata=within(0.0, 1.0, high_open=True))
 
 
 @dataclass
@@ -159,7 +162,11 @@ def validate_compare_config(cfg: DictConfig) -> DictConfig:
 def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
     """The part of a config that decides the results (execution-only keys removed)."""
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return {k: v for k, v in plain.items() if k not in EXECUTION_KEYS}
+    kept = {k: v for k, v in plain.items() if k not in EXECUTION_KEYS}
+    if isinstance(kept.get("benchmark"), dict):
+        # Results written before `benchmark.validation` existed held nothing out, i.e. its default.
+        kept["benchmark"] = {"validation": 0.0, **kept["benchmark"]}
+    return kept
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:

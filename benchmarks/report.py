@@ -4,8 +4,10 @@
 
 * `report.md` - settings, the summary table (strategy, final average accuracy mean ± std over
   seeds with the best in bold, forgetting, BWT, training seconds, memory, peak RSS, seeds),
-  links to the plots, per-run rows, and the command line that produced the results. Everything
-  in it comes from `results.json`, so rebuilding it gives the same bytes.
+  links to the plots, per-run rows, and the command line that produced the results. Runs with
+  a validation stream (`benchmark.validation` > 0) add their final validation accuracy beside
+  the test one in both tables. Everything in it comes from `results.json`, so rebuilding it
+  gives the same bytes.
 * `results.csv` - one row per run.
 * `plots/accuracy_curve.png` - average accuracy over the experiences seen so far, after each
   experience: one line per strategy (mean over seeds) with a min-max band over seeds.
@@ -40,7 +42,7 @@ RESULTS_FILE = "results.json"
 CSV_COLUMNS: tuple[str, ...] = (
     "strategy", "seed", "final_avg_acc", "avg_forgetting", "bwt", "train_seconds", "eval_seconds",
     "peak_rss_mb", "rss_scope", "memory_bytes", "threads", "device", "started_at", "finished_at",
-    "avg_acc_curve", "acc_matrix",
+    "avg_acc_curve", "acc_matrix", "final_avg_val_acc", "val_acc_matrix",
 )
 MB = 2 ** 20
 
@@ -130,9 +132,13 @@ def summarize(runs: Iterable[dict], order: Sequence[str] | None = None) -> dict[
         acc = [float(r["final_avg_acc"]) for r in mine]
         memory = [int(r["memory_bytes"]) for r in mine if r.get("memory_bytes") is not None]
         rss = [float(r["peak_rss_mb"]) for r in mine if r.get("peak_rss_mb") is not None]
+        val = [float(r["final_avg_val_acc"]) for r in mine if r.get("final_avg_val_acc") is not None]
         summary[name] = {
             "final_avg_acc_mean": _mean(acc),
             "final_avg_acc_std": _std(acc),
+            # Over the seeds that recorded validation accuracy (None when none did).
+            "final_avg_val_acc_mean": _mean(val) if val else None,
+            "final_avg_val_acc_std": _std(val) if val else None,
             "n_seeds": len(mine),
             "seeds": sorted(int(r["seed"]) for r in mine),
             "train_seconds_mean": _mean([float(r["train_seconds"]) for r in mine]),
@@ -215,11 +221,17 @@ def _first_preview_run(results: dict, strategy: str) -> dict | None:
     return runs[0] if runs else None
 
 
+def has_validation(results: dict) -> bool:
+    """True when some run recorded a validation accuracy."""
+    return any(r.get("final_avg_val_acc") is not None for r in results["runs"])
+
+
 def render_markdown(results: dict) -> str:
     """The text of `report.md` (a pure function of the results)."""
     cfg = results.get("config") or {}
     order = strategy_order(results)
     summary = summarize(results["runs"], order)
+    with_val = has_validation(results)
     lines = [f"# Continual-learning comparison: {results.get('benchmark')} ({results.get('scenario')})", ""]
     solver = cfg.get("solver") or {}
     generator = cfg.get("generator") or {}
@@ -233,14 +245,21 @@ def render_markdown(results: dict) -> str:
         f"{solver.get('batch_size')}, Adam lr {solver.get('lr')}",
         f"- generator epochs per experience: {_or(generator.get('epochs'), 'strategy default')}",
         f"- seeds: {', '.join(str(s) for s in cfg.get('seeds', []))}; runs finished: {len(results['runs'])}",
+    ]
+    if with_val:
+        lines.append(f"- validation: {_or(bench.get('validation'), 'n/a')} of each class's training images held "
+                     "out; `final val acc` is the final average accuracy on them. Choose recipes on it "
+                     "(`ali-replay select`), report test accuracy")
+    val_head, val_rule = (" final val acc |", " --- |") if with_val else ("", "")
+    lines += [
         "",
         "## Summary",
         "",
         "Accuracies, forgetting and BWT in %, mean over seeds (accuracy ± sample std). Memory is what "
         "the strategy keeps for replay (buffer or generator); MB = 2^20 bytes.",
         "",
-        "| strategy | final avg acc | forgetting | BWT | train s | memory (MB) | peak RSS (MB) | seeds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| strategy | final avg acc |{val_head} forgetting | BWT | train s | memory (MB) | peak RSS (MB) | seeds |",
+        f"| --- | --- |{val_rule} --- | --- | --- | --- | --- | --- |",
     ]
     best = max((s["final_avg_acc_mean"] for s in summary.values()), default=None)
     for name in order:
@@ -249,8 +268,9 @@ def render_markdown(results: dict) -> str:
         if best is not None and _pct(s["final_avg_acc_mean"]) == _pct(best):
             acc = f"**{acc}**"
         rss = _num(s["peak_rss_mb_max"], 0)
+        val = f" {_pct(s['final_avg_val_acc_mean'])} ± {_pct(s['final_avg_val_acc_std'])} |" if with_val else ""
         lines.append(
-            f"| {name} | {acc} | {_pct(s['avg_forgetting_mean'])} | {_pct(s['bwt_mean'])} | "
+            f"| {name} | {acc} |{val} {_pct(s['avg_forgetting_mean'])} | {_pct(s['bwt_mean'])} | "
             f"{_num(s['train_seconds_mean'])} | {_mb(s['memory_bytes'])} | {rss} | {s['n_seeds']} |"
         )
     scopes = sorted({r.get("rss_scope", "process") for r in results["runs"]})
@@ -269,12 +289,13 @@ def render_markdown(results: dict) -> str:
         links = ", ".join(f"[experience {i}]({p})" for i, p in items)
         lines.append(f"- replayed samples of {name} (seed {run['seed']}): {links}")
     lines += ["", "## Runs", "",
-              "| strategy | seed | final avg acc | forgetting | BWT | train s | acc after each experience |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              f"| strategy | seed | final avg acc |{val_head} forgetting | BWT | train s | acc after each experience |",
+              f"| --- | --- | --- |{val_rule} --- | --- | --- | --- |"]
     for name in order:
         for run in sorted((r for r in results["runs"] if r["strategy"] == name), key=lambda r: int(r["seed"])):
             curve = " / ".join(_pct(v) for v in run.get("avg_acc_curve") or metrics.avg_acc_curve(run["acc_matrix"]))
-            lines.append(f"| {name} | {run['seed']} | {_pct(run['final_avg_acc'])} | {_pct(run['avg_forgetting'])} | "
+            val = f" {_pct(run.get('final_avg_val_acc'))} |" if with_val else ""
+            lines.append(f"| {name} | {run['seed']} | {_pct(run['final_avg_acc'])} |{val} {_pct(run['avg_forgetting'])} | "
                          f"{_pct(run['bwt'])} | {_num(run['train_seconds'])} | {curve} |")
     lines += ["", "## Command", "", "```", str(results.get("command") or "(not recorded)"), "```", ""]
     return "\n".join(lines)

@@ -10,14 +10,21 @@ their original values (a multi-head solver masks the units of classes outside th
 The class order is 0, 1, ..., K-1 unless `benchmark.shuffle_classes` is true, in which case it is
 a permutation drawn from `numpy.random.RandomState(seed)` (the same for a seed on every machine).
 
+`benchmark.validation` (a share in [0, 1), default 0) holds out that share of every class's
+training images as a validation stream (`valid_stream`, split by class like the others, so each
+experience's share is held out of its own training data). The held-out images are drawn per class
+by `validation_split` from `numpy.random.default_rng((seed, VALIDATION_KEY))`: the same for a seed
+on every machine, and independent of the class order's draw. With 0 nothing is held out and the
+stream is exactly the one built without the key.
+
 Images stay uint8 tensors in memory; each item is converted to float32 in [0, 1] when the data
-loader asks for it, with no per-item transform pipeline on top.
+loader asks for it, with no per-item transform pipeline on top (validation and test data alike).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -46,6 +53,8 @@ STREAMS: dict[str, StreamSpec] = {
 }
 BENCHMARK_NAMES: tuple[str, ...] = tuple(STREAMS)
 SCENARIOS: tuple[str, ...] = ("class_incremental", "task_incremental")
+# Mixed into the validation draw's seed so that it does not repeat the class order's draw.
+VALIDATION_KEY = 0x76616C
 
 
 @dataclass
@@ -59,6 +68,16 @@ class StreamBundle:
     scenario: str
     n_experiences: int
     classes_per_experience: list[list[int]]
+    validation: float = 0.0  # share of each class's training images held out
+    # Indices into the data set's training split: what the train stream holds, and what the
+    # validation stream holds (None when nothing is held out).
+    train_indices: Optional[np.ndarray] = None
+    validation_indices: Optional[np.ndarray] = None
+
+    @property
+    def validation_stream(self) -> Any:
+        """The validation stream (one experience per training experience), or None without validation."""
+        return self.benchmark.streams.get("valid") if self.validation > 0 else None
 
 
 class _UInt8Images(Dataset):
@@ -75,6 +94,42 @@ class _UInt8Images(Dataset):
 
     def __getitem__(self, i: int):
         return self.images[i].float().div_(255.0), self.targets[i]
+
+
+def check_validation_share(share: Any) -> float:
+    """The validation share as a float in [0, 1), or a ConfigError."""
+    try:
+        value = float(share)
+    except (TypeError, ValueError):
+        raise ConfigError(f"benchmark.validation must be a number in [0, 1), got {share!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"benchmark.validation must be in [0, 1) (the share of each class's training images "
+                          f"held out), got {share!r}; e.g. benchmark.validation=0.1")
+    return value
+
+
+def validation_split(targets: Any, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices): `share` of each class's examples held out, drawn by `seed`.
+
+    Each class keeps round(share * n) of its n examples for validation, at least one and at most
+    n - 1, so both parts hold every class. Both index arrays are sorted.
+    """
+    share = check_validation_share(share)
+    labels = np.asarray(targets.tolist() if hasattr(targets, "tolist") else targets, dtype=np.int64)
+    if share == 0.0:
+        return np.arange(len(labels)), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng((int(seed), VALIDATION_KEY))
+    held = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < 2:
+            raise ConfigError(f"benchmark.validation={share}: class {int(label)} has {len(members)} training "
+                              f"example(s), too few to hold one out; use benchmark.validation=0")
+        n_val = min(len(members) - 1, max(1, int(round(share * len(members)))))
+        held.append(rng.permutation(members)[:n_val])
+    val = np.sort(np.concatenate(held))
+    train = np.setdiff1d(np.arange(len(labels)), val, assume_unique=True)
+    return train, val
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -133,8 +188,10 @@ def _classes_as_lists(bm: Any) -> None:
 def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> StreamBundle:
     """Build the Avalanche benchmark named by `benchmark_cfg.name` from `load_dataset`.
 
-    `benchmark_cfg` needs `name` and may give `scenario` (default class_incremental) and
-    `shuffle_classes` (default false); `data_cfg` may give `root`, `download` and `path`.
+    `benchmark_cfg` needs `name` and may give `scenario` (default class_incremental),
+    `shuffle_classes` (default false), `n_experiences` and `validation` (default 0: the share of
+    each class's training images held out as the `valid` stream); `data_cfg` may give `root`,
+    `download` and `path`.
     """
     from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark, with_classes_timeline
     from avalanche.benchmarks.scenarios.task_aware import task_incremental_benchmark, with_task_labels
@@ -144,6 +201,7 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
     name = check_benchmark_name(_get(benchmark_cfg, "name", "split_digits"))
     scenario = check_scenario(_get(benchmark_cfg, "scenario", "class_incremental"))
     shuffle = bool(_get(benchmark_cfg, "shuffle_classes", False))
+    validation = check_validation_share(_get(benchmark_cfg, "validation", 0.0))
     spec = STREAMS[name]
     n_experiences = _get(benchmark_cfg, "n_experiences", None) or spec.n_experiences
     splits = data_module.load_dataset(
@@ -162,10 +220,17 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
         missing = sorted(set(range(num_classes)) - set(present))
         raise ConfigError(f"benchmark '{name}': the training split has no images of classes {missing}")
     order = class_order_for(num_classes, shuffle, seed)
-    train = _UInt8Images(splits.train.images, splits.train.targets)
     test = _UInt8Images(splits.test.images, splits.test.targets)
-    bm = class_incremental_benchmark({"train": train, "test": test}, class_order=order,
-                                     num_experiences=n_experiences)
+    train_idx = val_idx = None
+    if validation > 0:
+        train_idx, val_idx = validation_split(splits.train.targets, validation, seed)
+        keep, held = torch.from_numpy(train_idx), torch.from_numpy(val_idx)
+        datasets = {"train": _UInt8Images(splits.train.images[keep], splits.train.targets[keep]),
+                    "test": test,
+                    "valid": _UInt8Images(splits.train.images[held], splits.train.targets[held])}
+    else:
+        datasets = {"train": _UInt8Images(splits.train.images, splits.train.targets), "test": test}
+    bm = class_incremental_benchmark(datasets, class_order=order, num_experiences=n_experiences)
     if scenario == "task_incremental":
         bm = with_classes_timeline(task_incremental_benchmark(bm, reset_task_labels=True))
     else:
@@ -174,6 +239,9 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
     per_exp = num_classes // n_experiences
     groups = [order[i * per_exp:(i + 1) * per_exp] for i in range(n_experiences)]
     logger.info("%s (%s): %d experiences, class order %s", name, scenario, n_experiences, order)
+    if val_idx is not None:
+        logger.info("%s: %d training images held out for validation (%.3g of each class)", name, len(val_idx),
+                    validation)
     return StreamBundle(
         benchmark=bm,
         input_shape=tuple(int(s) for s in splits.shape),
@@ -182,4 +250,7 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
         scenario=scenario,
         n_experiences=n_experiences,
         classes_per_experience=groups,
+        validation=validation,
+        train_indices=train_idx,
+        validation_indices=val_idx,
     )
