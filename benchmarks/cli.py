@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild report.md, results.csv and plots from results.json")
     p.add_argument("results_dir")
+
+    p = sub.add_parser("select", help="each strategy family's recipe chosen on validation accuracy (never test)")
+    p.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR",
+                   help="output_dir(s) of comparisons run with benchmark.validation > 0")
+    p.add_argument("--family", action="append", default=[], metavar="NAME",
+                   help="only this family (repeat for several), e.g. --family ali_replay --family dgr")
+    p.add_argument("--family-of", action="append", default=[], metavar="SPEC=FAMILY",
+                   help="put a strategy spec in a family by hand (default: its name before '@' or '+')")
     return parser
 
 
@@ -136,6 +144,13 @@ def _report(args) -> None:
     print(write_report(args.results_dir))
 
 
+def _select(args) -> None:
+    from benchmarks.select import parse_assignments, select
+
+    _, text = select(args.results_dirs, args.family or None, parse_assignments(args.family_of))
+    print(text, end="")
+
+
 def _bench_speed(args) -> None:
     from benchmarks.speed import main as speed_main
 
@@ -143,7 +158,7 @@ def _bench_speed(args) -> None:
 
 
 COMMANDS = {"train-ali": _train_ali, "eval-ali": _eval_ali, "run": _run, "compare": _compare, "report": _report,
-            "bench-speed": _bench_speed}
+            "bench-speed": _bench_speed, "select": _select}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
