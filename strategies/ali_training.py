@@ -1,21 +1,29 @@
 """ALITraining: a generator strategy for an ALI, usable as Avalanche GenerativeReplay's generator_strategy."""
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any, Callable, List, Optional, Union
+from typing import Any, Callable, List, Mapping, Optional, Union
 
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin
 from avalanche.training.templates import SupervisedTemplate
+from omegaconf import DictConfig, OmegaConf
 
 from ali_replay.ali import ALI
 from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError
 from ali_replay.training import ALIOptimizers, check_optim, make_optimizers, train_step
 from strategies._common import as_config
+from strategies.input_space import InputSpace, InputSpaceGenerator, infer_input_space
 
 logger = logging.getLogger(__name__)
+
+# The ALI's optimiser settings for replay, the ones ALIReplayPlugin uses: within one experience a small
+# ALI must learn new classes while replaying old ones, which needs a faster rate and a stronger
+# reconstruction term than the standalone trainer's defaults (OptimConfig()); BENCHMARKS.md.
+REPLAY_OPTIM = OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0, cycle_z=1.0)
 
 
 class ALITraining(SupervisedTemplate):
@@ -28,9 +36,17 @@ class ALITraining(SupervisedTemplate):
     `before_training_iteration` and `after_training_iteration` still fire, so
     `GenerativeReplayPlugin()` in `plugins` extends each mini-batch with the previous
     ALI's samples (the ALI's own replay).
+
+    The ALI learns in [0, 1]; `input_space` maps the stream's images there and back
+    (None: worked out from the first experience, see `infer_input_space`). The
+    strategy's `model` is the ALI seen through that space (`InputSpaceGenerator`), so
+    `GenerativeReplay(generator_strategy=ALITraining(...))` replays images like the
+    ones the solver trains on. `optim_cfg` (OptimConfig or a partial mapping) defaults
+    to `REPLAY_OPTIM`.
     """
 
     def __init__(self, *, model: ALI, optimizer: Optional[ALIOptimizers] = None, optim_cfg: Any = None,
+                 input_space: Optional[InputSpace] = None,
                  criterion=None, train_mb_size: int = 1, train_epochs: int = 1, eval_mb_size: Optional[int] = None,
                  device: Union[str, torch.device] = "cpu", plugins: Optional[List[SupervisedPlugin]] = None,
                  evaluator: Union[EvaluationPlugin, Callable[[], EvaluationPlugin], None] = None,
@@ -41,49 +57,72 @@ class ALITraining(SupervisedTemplate):
             raise ConfigError("ALITraining takes the ALI's two optimizers (ali_replay.training.ALIOptimizers, "
                               "from make_optimizers) or None to build them from optim_cfg; "
                               f"got {type(optimizer).__name__}")
-        self.optim_cfg = as_config(OptimConfig, optim_cfg)
+        if input_space is not None and not isinstance(input_space, InputSpace):
+            raise ConfigError("input_space must be a strategies.input_space.InputSpace (e.g. "
+                              f"InputSpace(mean=..., std=...)) or None, got {type(input_space).__name__}")
+        if optim_cfg is None or isinstance(optim_cfg, (Mapping, DictConfig)):  # partial mappings keep REPLAY_OPTIM
+            partial = OmegaConf.to_container(optim_cfg) if isinstance(optim_cfg, DictConfig) else dict(optim_cfg or {})
+            optim_cfg = {**dataclasses.asdict(REPLAY_OPTIM), **partial}
+        self.optim_cfg = as_config(OptimConfig, optim_cfg, where="optim_cfg")
         check_optim(self.optim_cfg)
+        self.ali = model
         self.ali_optimizers = optimizer if optimizer is not None else make_optimizers(model, self.optim_cfg)
         self.last_stats: dict[str, torch.Tensor] = {}
-        super().__init__(model=model, optimizer=self.ali_optimizers.g, criterion=criterion,
-                         train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size,
-                         device=device, plugins=plugins,
+        super().__init__(model=InputSpaceGenerator(model, input_space), optimizer=self.ali_optimizers.g,
+                         criterion=criterion, train_mb_size=train_mb_size, train_epochs=train_epochs,
+                         eval_mb_size=eval_mb_size, device=device, plugins=plugins,
                          evaluator=evaluator if evaluator is not None else EvaluationPlugin(loggers=[]),
                          eval_every=eval_every, **base_kwargs)
+
+    @property
+    def input_space(self) -> Optional[InputSpace]:
+        """The map between the stream's images and the ALI's [0, 1] (None until the first experience)."""
+        return self.model.space
 
     def make_optimizer(self, **kwargs):
         """Nothing to do: the ALI keeps its own two optimizers over fixed parameter sets."""
 
     def _before_training(self, **kwargs):
-        if self.model.conditional and any(isinstance(p, GenerativeReplayPlugin) for p in self.plugins):
+        if self.ali.conditional and any(isinstance(p, GenerativeReplayPlugin) for p in self.plugins):
             # Avalanche's plugin labels replay of a generator strategy with zeros ("mock
             # labels"), which would be wrong conditions for a class-conditional ALI.
             raise ConfigError("ALITraining with GenerativeReplayPlugin needs an unconditional ALI "
                               "(model.conditional=false); use ALIReplayPlugin for a conditional one")
         super()._before_training(**kwargs)
 
+    def _before_training_exp(self, **kwargs):
+        # Before the plugins copy the generator: the copy must know the space it replays in.
+        if self.model.space is None:
+            self.model.space = infer_input_space(self.experience)
+            logger.info("ALITraining replays in %r", self.model.space)
+        super()._before_training_exp(**kwargs)
+
     def training_epoch(self, **kwargs):
         """One pass over the data: an ALI update per mini-batch, with the iteration callbacks."""
+        space = self.model.space
         for self.mbatch in self.dataloader:
             if self._stop_training:
                 break
             self._unpack_minibatch()
+            space.check(self.mb_x)  # the real images only: replay is appended by the callbacks below
             self._before_training_iteration(**kwargs)
-            y = self.mb_y.long() if self.model.conditional else None
-            self.last_stats = train_step(self.model, self.ali_optimizers, self.optim_cfg, self.mb_x, y)
+            y = self.mb_y.long() if self.ali.conditional else None
+            x = space.to_unit(self.mb_x).clamp(0.0, 1.0)  # check() allowed a little overshoot
+            self.last_stats = train_step(self.ali, self.ali_optimizers, self.optim_cfg, x, y)
             # Both players' losses, for loss metrics and loggers.
             self.loss = (self.last_stats["loss_d"] + self.last_stats["loss_g"]).reshape(1)
             self._after_training_iteration(**kwargs)
 
     def forward(self):
-        """Reconstructions (samples for an encoder-free model) of the current mini-batch."""
-        if self.model.encoder is None:
-            return self.model.sample(len(self.mb_x))
-        y = self.mb_y.long() if self.model.conditional else None
-        return self.model.reconstruct(self.mb_x, y)
+        """Reconstructions (samples for an encoder-free model) of the current mini-batch, in the stream's space."""
+        space = self.model.space or InputSpace()
+        if self.ali.encoder is None:
+            return space.from_unit(self.ali.sample(len(self.mb_x)))
+        y = self.mb_y.long() if self.ali.conditional else None
+        return space.from_unit(self.ali.reconstruct(space.to_unit(self.mb_x), y))
 
     def criterion(self):
         """Mean absolute reconstruction error (zero for an encoder-free model)."""
-        if self.model.encoder is None:
+        if self.ali.encoder is None:
             return self._make_empty_loss()
         return (self.mb_output - self.mb_x).abs().mean()
