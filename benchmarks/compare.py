@@ -38,6 +38,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import re
 import shlex
 import shutil
 import sys
@@ -161,7 +162,7 @@ def check_distributed(cfg: DictConfig) -> None:
         raise ConfigError("under torchrun only benchmark.scenario=class_incremental is supported (the "
                           "task-incremental solver grows heads that DistributedDataParallel cannot follow); "
                           "run task_incremental without torchrun")
-    unsupported = [s for s in cfg.strategies if str(s).partition("@")[0] not in DISTRIBUTED_STRATEGIES]
+    unsupported = [s for s in cfg.strategies if re.split(r"[@+]", str(s))[0] not in DISTRIBUTED_STRATEGIES]
     if unsupported:
         raise ConfigError(f"strategies {unsupported} cannot train data-parallel under torchrun; supported: "
                           f"{', '.join(DISTRIBUTED_STRATEGIES)} (run the others without torchrun)")

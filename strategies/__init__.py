@@ -4,10 +4,12 @@ from strategies.ali_replay_plugin import ALIReplayPlugin
 from strategies.ali_training import ALITraining
 from strategies.reconstruction_solver import ReconstructionSolver
 from strategies.registry import (STRATEGY_NAMES, StrategyContext, build_strategy, load_strategy_params,
-                                 replay_preview, strategy_memory_bytes)
+                                 replay_preview, strategy_memory_bytes, strategy_recipes)
+from strategies.replay import ReplayConfig
 from strategies.vae import VAE
 
 __all__ = [
-    "ALIGenerativeReplay", "ALIReplayPlugin", "ALITraining", "ReconstructionSolver", "VAE", "STRATEGY_NAMES",
-    "StrategyContext", "build_strategy", "load_strategy_params", "replay_preview", "strategy_memory_bytes",
+    "ALIGenerativeReplay", "ALIReplayPlugin", "ALITraining", "ReconstructionSolver", "ReplayConfig", "VAE",
+    "STRATEGY_NAMES", "StrategyContext", "build_strategy", "load_strategy_params", "replay_preview",
+    "strategy_memory_bytes", "strategy_recipes",
 ]

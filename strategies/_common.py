@@ -7,6 +7,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
 from ali_replay.config import merge_config
 from ali_replay.errors import ConfigError
@@ -71,3 +72,16 @@ def experience_groups(experience) -> list[tuple[int, int]]:
     tasks = torch.as_tensor(list(tasks), dtype=torch.long) if tasks is not None else torch.zeros_like(targets)
     pairs = torch.unique(torch.stack([targets, tasks], 1), dim=0)
     return [(int(c), int(t)) for c, t in pairs.tolist()]
+
+
+@torch.no_grad()
+def experience_tensors(experience, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All images (eval transforms), labels and task labels of an experience."""
+    dataset = experience.dataset.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=getattr(dataset, "collate_fn", None))
+    xs, ys, ts = [], [], []
+    for batch in loader:
+        xs.append(batch[0])
+        ys.append(torch.as_tensor(batch[1]).long())
+        ts.append(torch.as_tensor(batch[-1]).long() if len(batch) >= 3 else torch.zeros_like(ys[-1]))
+    return torch.cat(xs), torch.cat(ys), torch.cat(ts)

@@ -14,16 +14,16 @@ from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin,
 from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor
 
 from ali_replay.ali import build_ali
-from ali_replay.config import ModelConfig, resolve_config_path
+from ali_replay.config import merge_config, resolve_config_path
 from ali_replay.errors import ConfigError
 from strategies._common import as_config, check_choice, module_nbytes
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
 from strategies.reconstruction_solver import ReconstructionSolver
+from strategies.replay import SOLVER_INPUTS, GANReplayRecipe, ReplayConfig, ReplayRecipe, replay_fields
 from strategies.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -37,19 +37,44 @@ PIXEL_BYTES = 1
 LABEL_BYTES = 8
 PREVIEW_SIZE = 64
 
-# The keys each strategy's params accept (besides `model` / `optim` where listed).
-_ALI_PLUGIN_KEYS = ("source", "labels", "replay_size", "replay_batch_size", "ali_batch_size", "ali_replay_batch_size",
-                    "weighting", "temperature", "memory_bytes", "covariance", "latent_scale",
-                    "ali_steps_per_iteration", "ali_epochs", "first_ali_epochs", "pure_replay_epochs", "filter_replay")
-_ACCEPTED = {
-    "naive": (),
-    "joint": (),
-    "er": ("mem_size", "memory_bytes"),
-    "vae_replay": ("latent_dim", "hidden", "arch", "lr", "weight_decay", "replay_size"),
-    "gan_replay": ("model", "optim") + tuple(k for k in _ALI_PLUGIN_KEYS if k != "source"),
-    "ali_replay": ("model", "optim", "solver_input") + _ALI_PLUGIN_KEYS,
+@dataclass
+class NoParams:
+    """naive and joint take no parameters."""
+
+
+@dataclass
+class ERParams:
+    """er: Avalanche's Replay, a buffer of real examples balanced over experiences."""
+
+    mem_size: int = 200  # examples kept (stored images are counted as uint8 + an int64 label)
+    memory_bytes: Optional[int] = None  # when set: as many examples as fit in this many bytes (overrides mem_size)
+
+
+@dataclass
+class VAEReplayParams:
+    """vae_replay: Avalanche's GenerativeReplay with our VAE (strategies/vae.py) trained by VAETraining.
+
+    Replay is concatenated to each batch and labelled by the argmax of the previous solver.
+    The optimiser is Avalanche's default generator setting (BENCHMARKS.md, "Split digits").
+    """
+
+    latent_dim: int = 16
+    hidden: int = 400  # MLP width (small images); 28x28 and 32x32 use convolutions
+    arch: str = "auto"  # auto | mlp | conv
+    lr: float = 0.01
+    weight_decay: float = 0.0001
+    replay_size: Optional[int] = None  # replay examples per batch (None: as many as real ones)
+
+
+# Each strategy's parameters, typed: their defaults, and the keys a recipe or an override may set.
+SCHEMAS: dict[str, type] = {
+    "naive": NoParams,
+    "joint": NoParams,
+    "er": ERParams,
+    "vae_replay": VAEReplayParams,
+    "gan_replay": GANReplayRecipe,
+    "ali_replay": ReplayRecipe,
 }
-SOLVER_INPUTS = ("image", "reconstruction")  # ali_replay's solver reads images, or the ALI's round trip of them
 
 
 @dataclass
@@ -70,72 +95,82 @@ class StrategyContext:
     generator_epochs: Optional[int] = None  # VAE/ALI passes per experience where separate (None: train_epochs)
 
 
-# --------------------------------------------------------------------------- configs
+# --------------------------------------------------------------------------- specs
 
 
-def _split_spec(spec: str) -> tuple[str, Optional[str]]:
-    """'name@variant' -> (name, variant or None), the name checked."""
-    name, _, variant = str(spec).partition("@")
+def parse_spec(spec: str) -> tuple[str, Optional[str], list[str]]:
+    """'name[@recipe][+key=value...]' -> (name, recipe or None, the key=value overrides), the name checked."""
+    head, *overrides = str(spec).split("+")
+    name, _, recipe = head.partition("@")
     name = name.strip()
     if name not in STRATEGY_NAMES:
         raise ConfigError(f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGY_NAMES)}")
-    return name, (variant.strip() or None) if variant else None
+    overrides = [item.strip() for item in overrides]
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} in strategy spec {spec!r} is not key=value; "
+                              "write e.g. ali_replay@filtered+ali_epochs=5")
+    return name, recipe.strip() or None, overrides
 
 
-def _load_file(name: str) -> DictConfig:
-    """configs/strategy/<name>.yaml as a DictConfig with `params` and `variants`."""
+def _load_recipes(name: str) -> DictConfig:
+    """The named recipes in configs/strategy/<name>.yaml (each a mapping of settings over the defaults)."""
     path = resolve_config_path(name, "strategy")
     try:
         cfg = OmegaConf.load(path)
     except Exception as error:  # YAML errors come in many types
         raise ConfigError(f"cannot read strategy config {path}: {error}") from error
-    extra = set(cfg.keys()) - {"params", "variants"}
+    extra = set(cfg.keys()) - {"recipes"}
     if extra:
-        raise ConfigError(f"{path}: unknown top-level keys {sorted(extra)}; accepted: params, variants")
-    cfg.params = cfg.get("params") or {}
-    cfg.variants = cfg.get("variants") or {}
-    return cfg
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(extra)}; accepted: recipes (the defaults are "
+                          f"{SCHEMAS[name].__module__}.{SCHEMAS[name].__name__})")
+    return cfg.get("recipes") or OmegaConf.create({})
 
 
-def strategy_variants(name: str) -> list[str]:
-    """The variant names configs/strategy/<name>.yaml offers."""
-    name, _ = _split_spec(name)
-    return list(_load_file(name).variants.keys())
+def strategy_recipes(name: str) -> list[str]:
+    """The recipe names configs/strategy/<name>.yaml offers."""
+    name, _, _ = parse_spec(name)
+    return list(_load_recipes(name).keys())
 
 
 def load_strategy_params(spec: str) -> tuple[str, DictConfig]:
-    """'ali_replay@latent_memory' -> ('ali_replay', the defaults merged with that variant's overrides)."""
-    name, variant = _split_spec(spec)
-    cfg = _load_file(name)
-    params = cfg.params
-    if variant is not None:
-        if variant not in cfg.variants:
-            valid = ", ".join(cfg.variants.keys()) or "(none)"
-            raise ConfigError(f"unknown variant {variant!r} of strategy {name}; valid variants: {valid}")
-        params = OmegaConf.merge(params, cfg.variants[variant])
-    _check_keys(name, params)
-    return name, params
+    """'ali_replay@latent_memory+optim.precision=bfloat16' -> ('ali_replay', every setting of that spec).
+
+    The strategy's typed defaults, then the recipe's settings, then the overrides, in that order.
+    """
+    name, recipe, overrides = parse_spec(spec)
+    params = OmegaConf.create({})
+    if recipe is not None:
+        recipes = _load_recipes(name)
+        if recipe not in recipes:
+            valid = ", ".join(recipes.keys()) or "(none)"
+            raise ConfigError(f"unknown recipe {recipe!r} of strategy {name}; valid recipes: {valid}")
+        params = recipes[recipe]
+    cfg = as_config(SCHEMAS[name], params, where=f"recipe {name}@{recipe}" if recipe else f"{name} params")
+    return name, merge_config(cfg, overrides=overrides)
 
 
-def _check_keys(name: str, params: Mapping) -> None:
-    """ConfigError for a key the strategy does not accept."""
-    unknown = sorted(set(params.keys()) - set(_ACCEPTED[name]))
-    if unknown:
-        accepted = ", ".join(_ACCEPTED[name]) or "(none)"
-        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for strategy {name}; accepted: {accepted}")
+def _plain(params: Optional[Mapping]) -> dict:
+    """A mapping (or DictConfig) as a plain nested dict."""
+    if params is None:
+        return {}
+    if isinstance(params, DictConfig):
+        return OmegaConf.to_container(params, resolve=True)
+    return {k: _plain(v) if isinstance(v, (Mapping, DictConfig)) else v for k, v in params.items()}
 
 
-def _params(name: str, params: Optional[Mapping]) -> dict:
-    """The file's defaults with `params` merged on top, as a plain dict."""
-    _, defaults = load_strategy_params(name)
-    if params is not None:
-        _check_keys(name, params)
-        try:
-            defaults = OmegaConf.merge(defaults, OmegaConf.create(
-                OmegaConf.to_container(params, resolve=True) if isinstance(params, DictConfig) else dict(params)))
-        except OmegaConfBaseException as error:
-            raise ConfigError(f"bad parameters for strategy {name}: {error}") from error
-    return OmegaConf.to_container(defaults, resolve=True)
+def _merged(base: dict, top: dict) -> dict:
+    """`top` over `base`, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _params(name: str, params: Optional[Mapping], base: Optional[Mapping] = None) -> dict:
+    """The strategy's defaults, then `base`, then `params`, checked against its schema, as a plain dict."""
+    merged = _merged(_plain(base), _plain(params))
+    return OmegaConf.to_container(as_config(SCHEMAS[name], merged, where=f"{name} params"), resolve=True)
 
 
 # --------------------------------------------------------------------------- building
@@ -174,13 +209,10 @@ def _silent_evaluator() -> EvaluationPlugin:
 
 def build_strategy(name: str, solver: torch.nn.Module, params: Optional[Mapping], ctx: StrategyContext
                    ) -> SupervisedTemplate:
-    """A ready-to-train strategy `name` for `solver` (Adam at ctx.lr), params over the file's defaults."""
-    if "@" in str(name):
-        name, variant_params = load_strategy_params(name)
-        params = variant_params if params is None else OmegaConf.merge(variant_params, params)
-    name, _ = _split_spec(name)
+    """A ready-to-train strategy for `solver` (Adam at ctx.lr): `name` is a spec, `params` go on top of its settings."""
+    name, spec_params = load_strategy_params(name)
     check_choice("scenario", ctx.scenario, SCENARIOS)
-    p = _params(name, params)
+    p = _params(name, params, base=spec_params)
     optimizer = torch.optim.Adam(solver.parameters(), lr=ctx.lr)
     device = torch.device(ctx.device)
     extra_plugins = list(ctx.plugins)
@@ -201,23 +233,26 @@ def build_strategy(name: str, solver: torch.nn.Module, params: Optional[Mapping]
         elif name == "vae_replay":
             strategy = _build_vae_replay(p, ctx, common, extra_plugins, generator_epochs)
         else:
-            model_cfg = as_config(ModelConfig, p.pop("model", None), where=f"{name} params 'model'")
-            encoder = name == "ali_replay"
-            ali = build_ali(ctx.input_shape, model_cfg, num_classes=ctx.num_classes, encoder=encoder)
-            replay = {k: v for k, v in p.items() if k in _ALI_PLUGIN_KEYS}
-            replay["optim_cfg"] = p.get("optim")
-            replay["seed"] = ctx.seed
-            if replay.get("ali_epochs") is None:
-                replay["ali_epochs"] = ctx.generator_epochs
-            if name == "gan_replay":
-                replay["source"] = "conditional" if model_cfg.conditional else "prior"
-            if check_choice("solver_input", p.get("solver_input", "image"), SOLVER_INPUTS) == "reconstruction":
-                common = {**common, **_reconstruction_solver(ali, solver, ctx)}
-            strategy = ALIGenerativeReplay(ali=ali, replay=replay, plugins=extra_plugins, **common)
+            strategy = _build_generative_replay(name, p, solver, ctx, common, extra_plugins)
     strategy.strategy_name = name
     strategy.strategy_params = p
     logger.info("built strategy %s with %s", name, p)
     return strategy
+
+
+def _build_generative_replay(name: str, p: dict, solver: torch.nn.Module, ctx: StrategyContext, common: dict,
+                             extra_plugins: list) -> SupervisedTemplate:
+    """ali_replay (an ALI) or gan_replay (the encoder-free GAN) behind ALIReplayPlugin, as the recipe `p` says."""
+    recipe = OmegaConf.to_object(as_config(SCHEMAS[name], p, where=f"{name} params"))
+    ali = build_ali(ctx.input_shape, recipe.model, num_classes=ctx.num_classes, encoder=name == "ali_replay")
+    replay = ReplayConfig(**{key: getattr(recipe, key) for key in replay_fields()})
+    if replay.ali_epochs is None:  # the benchmark's generator budget (None there too: every solver epoch)
+        replay.ali_epochs = ctx.generator_epochs
+    if check_choice("solver_input", recipe.solver_input, SOLVER_INPUTS) == "reconstruction":
+        if name != "ali_replay":
+            raise ConfigError("solver_input=reconstruction needs an encoder: use ali_replay, not gan_replay")
+        common = {**common, **_reconstruction_solver(ali, solver, ctx)}
+    return ALIGenerativeReplay(ali=ali, replay=replay, replay_seed=ctx.seed, plugins=extra_plugins, **common)
 
 
 def _reconstruction_solver(ali, solver: torch.nn.Module, ctx: StrategyContext) -> dict:
@@ -287,7 +322,7 @@ def strategy_memory_bytes(strategy) -> int:
     """
     plugin = _find(strategy, ALIReplayPlugin)
     if plugin is not None:
-        return plugin.memory_bytes()
+        return plugin.nbytes()
     generative = _find(strategy, GenerativeReplayPlugin)
     if generative is not None:
         generator = generative.generator_strategy.model if generative.generator_strategy else None

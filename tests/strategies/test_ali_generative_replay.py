@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
 
-REPLAY = {"source": "class_latent", "labels": "solver_soft", "replay_size": 50, "optim_cfg": {"lr_d": 5e-4}}
+REPLAY = {"source": "class_latent", "labels": "solver_soft", "replay_size": 50, "optim": {"lr_d": 5e-4}}
 
 
 def _train(build, stream):
@@ -35,5 +35,5 @@ def test_same_seed_same_result_as_naive_with_plugin(stream, make_ali, make_solve
     with torch.no_grad():
         x = torch.stack([stream.test_stream[0].dataset[i][0] for i in range(20)])
         assert torch.equal(solver_a(x).argmax(1), solver_b(x).argmax(1))
-    assert a.memory_bytes() == plugin.memory_bytes()
+    assert a.nbytes() == plugin.nbytes()
     assert a.ali is ali_a

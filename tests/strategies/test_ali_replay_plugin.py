@@ -9,8 +9,8 @@ from avalanche.training import Naive
 
 from ali_replay.errors import ConfigError
 from strategies._common import module_nbytes
-from strategies.ali_replay_plugin import (LABEL_MODES, SOURCES, ALIReplayPlugin, as_float_images,
-                                         distillation_loss)
+from strategies.ali_replay_plugin import ALIReplayPlugin
+from strategies.replay import LABEL_MODES, SOURCES, as_float_images, distillation_loss
 
 
 class Recorder(SupervisedPlugin):
@@ -32,7 +32,7 @@ class Recorder(SupervisedPlugin):
 
     def before_backward(self, strategy, **kwargs):
         batch = self.plugin.replay_batch
-        if batch is None or self.plugin.weighting != "inverse_t":
+        if batch is None:
             return
         with torch.no_grad():
             x, y = self.plugin._real
@@ -97,14 +97,13 @@ def test_replay_set_per_source_and_label_mode(source, labels, stream, make_ali):
 @pytest.mark.parametrize("kwargs,message", [
     (dict(source="vae"), "valid values: prior, class_latent, latent_memory, conditional"),
     (dict(labels="soft"), "valid values: stored, solver_soft, solver_hard"),
-    (dict(weighting="equal"), "valid values: inverse_t, concat"),
+    (dict(weighting="concat"), "unknown config key 'weighting'.*accepted keys: optim.lr_d"),
     (dict(covariance="low_rank"), "valid values: diag, full"),
     (dict(source="prior", labels="stored"), "prior samples carry no labels"),
-    (dict(source="conditional"), "needs a class-conditional ALI"),
-    (dict(pure_replay_epochs=1, labels="solver_soft"), "pure_replay_epochs needs labels=stored"),
+    (dict(source="conditional"), "needs a class-conditional generator"),
     (dict(temperature=0), "temperature must be > 0"),
     (dict(replay_size=0), "replay_size must be >= 1"),
-    (dict(optim_cfg={"lr": 0.1}), "unknown config key 'lr'"),
+    (dict(optim={"lr": 0.1}), "unknown config key 'optim.lr'"),
 ])
 def test_invalid_arguments_raise_config_error(kwargs, message, make_ali):
     with pytest.raises(ConfigError, match=message):
@@ -140,25 +139,6 @@ def test_inverse_t_loss_matches_hand_computation(stream, make_ali):
     assert float(last["total"]) == pytest.approx(float(last["current"] / t + (1 - 1 / t) * last["replay"]), rel=1e-6)
 
 
-def test_concat_extends_the_minibatch(stream, make_ali):
-    torch.manual_seed(0)
-    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", weighting="concat",
-                             replay_batch_size=7)
-    _, rec = run(plugin, stream, experiences=2, mb=20)
-    per_exp = len(rec.batch_sizes) // 2
-    assert set(rec.batch_sizes[:per_exp]) == {20}
-    assert set(rec.batch_sizes[per_exp:]) == {27}
-
-
-def test_soft_concat_weights_by_batch_sizes(stream, make_ali):
-    torch.manual_seed(0)
-    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="solver_soft", weighting="concat",
-                             replay_batch_size=10)
-    run(plugin, stream, experiences=2, mb=20)
-    last = plugin.last_losses
-    assert float(last["total"]) == pytest.approx(float((20 * last["current"] + 10 * last["replay"]) / 30), rel=1e-6)
-
-
 def test_distillation_loss():
     student = torch.tensor([[2.0, 0.0, 5.0, -1.0]])
     teacher = torch.tensor([[1.0, 3.0, 9.0]])  # narrower: the student's 4th class is new
@@ -181,7 +161,7 @@ def test_ali_trains_with_its_own_optimizers(stream, make_ali):
     solver_params = {id(p) for group in strategy.optimizer.param_groups for p in group["params"]}
     assert not solver_params & {id(p) for p in ali.parameters()}
     d_params = {id(p) for p in ali.discriminator.parameters()}
-    assert {id(p) for g in plugin.optimizers.d.param_groups for p in g["params"]} == d_params
+    assert {id(p) for g in plugin.generator.optimizers.d.param_groups for p in g["params"]} == d_params
     changed = [k for k, v in ali.state_dict().items() if not torch.equal(v, before[k])]
     assert any(k.startswith("discriminator") for k in changed)
     assert any(k.startswith("decoder") for k in changed) and any(k.startswith("encoder") for k in changed)
@@ -193,8 +173,8 @@ def test_ali_epochs_control_the_generator_budget(stream, make_ali):
         torch.manual_seed(0)
         plugin = ALIReplayPlugin(make_ali(), source="class_latent", ali_epochs=ali_epochs)
         calls = []
-        original = plugin._ali_step
-        plugin._ali_step = lambda *a, _o=original, _c=calls: (_c.append(1), _o(*a))
+        original = plugin.generator.step
+        plugin.generator.step = lambda *a, _o=original, _c=calls: (_c.append(1), _o(*a))
         run(plugin, stream, experiences=2, epochs=2, recorder=False)
         steps[ali_epochs] = len(calls)
     per_epoch = 80 // 20
@@ -206,13 +186,13 @@ def test_first_ali_epochs_set_the_first_experiences_budget(stream, make_ali, fir
     torch.manual_seed(0)
     plugin = ALIReplayPlugin(make_ali(), source="class_latent", ali_epochs=later, first_ali_epochs=first)
     per_experience = []
-    original = plugin._ali_step
+    original = plugin.generator.step
 
     def counting_step(*args):
         per_experience[-1] += 1
         original(*args)
 
-    plugin._ali_step = counting_step
+    plugin.generator.step = counting_step
     starts = type("Starts", (SupervisedPlugin,), {
         "before_training_exp": lambda self, strategy, **kw: per_experience.append(0)})()
     torch.manual_seed(0)
@@ -244,30 +224,21 @@ def test_memory_bytes_match_hand_count(stream, make_ali):
     plugin = ALIReplayPlugin(ali, source="latent_memory", labels="stored", memory_bytes=1000)
     run(plugin, stream, experiences=2, recorder=False)
     entry = 4 * 2 + 2  # float16 code + int16 label
-    assert len(plugin.memory) == 1000 // entry
-    assert plugin.memory_bytes() == ali_bytes + (1000 // entry) * entry
+    assert len(plugin.source.memory) == 1000 // entry
+    assert plugin.nbytes() == ali_bytes + (1000 // entry) * entry
 
     torch.manual_seed(0)
     plugin = ALIReplayPlugin(make_ali(latent_dim=4), source="class_latent", covariance="full", labels="solver_soft")
     strategy, _ = run(plugin, stream, experiences=2, recorder=False)
     solver_bytes = sum(p.numel() * 4 for p in strategy.model.parameters())
     gaussians = 4 * (4 + 4 * 4) * 4  # 4 classes: float32 mean (4) and covariance (4 x 4)
-    assert plugin.memory_bytes() == ali_bytes + gaussians + solver_bytes
+    assert plugin.nbytes() == ali_bytes + gaussians + solver_bytes
 
     torch.manual_seed(0)
-    plugin = ALIReplayPlugin(make_ali(latent_dim=4), source="class_latent", labels="stored")
+    plugin = ALIReplayPlugin(make_ali(latent_dim=4), source="class_latent", labels="stored", covariance="diag")
     run(plugin, stream, experiences=1, recorder=False)
-    assert plugin.memory_bytes() == ali_bytes + 2 * 4 * (4 + 4)  # diagonal: mean + variance
+    assert plugin.nbytes() == ali_bytes + 2 * 4 * (4 + 4)  # diagonal: mean + variance
     assert module_nbytes(None) == 0
-
-
-def test_pure_replay_epochs_train_the_solver_on_replay(stream, make_ali):
-    torch.manual_seed(0)
-    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", pure_replay_epochs=1,
-                             replay_size=30)
-    strategy, _ = run(plugin, stream, experiences=2, recorder=False)
-    images, labels = plugin.last_replay  # the pure-replay set covers every class seen
-    assert set(labels.tolist()) == {0, 1, 2, 3}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -296,14 +267,14 @@ def test_filter_replay_keeps_what_the_previous_solver_recognises(stream, make_al
     plugin = ALIReplayPlugin(make_ali(conditional=True), source="conditional", labels=labels, replay_size=400,
                              filter_replay=True, seed=0)
     strategy, _ = run(plugin, stream, experiences=1, epochs=10, recorder=False)
-    assert plugin.needs_teacher
+    assert plugin.labeller.needs_teacher
     teacher = copy.deepcopy(strategy.model).eval()
     torch.manual_seed(1)
-    plugin.filter_replay = False
-    plain = plugin._generate(400, plugin.groups, teacher)
+    plugin.labeller.filter_replay = False
+    plain = plugin.make_replay(400, plugin.groups, teacher)
     assert plugin.last_acceptance is None
-    plugin.filter_replay = True
-    filtered = plugin._generate(400, plugin.groups, teacher)
+    plugin.labeller.filter_replay = True
+    filtered = plugin.make_replay(400, plugin.groups, teacher)
     acceptance = plugin.last_acceptance
     assert 0.0 < acceptance < 1.0  # the tiny ALI makes some examples the solver does not recognise
     assert len(filtered) == 400
@@ -324,7 +295,7 @@ def test_filter_replay_tops_up_a_class_the_solver_never_recognises(stream, make_
         def forward(self, x):
             return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
 
-    replay = plugin._generate(101, plugin.groups, SaysZero())
+    replay = plugin.make_replay(101, plugin.groups, SaysZero())
     assert plugin.last_acceptance == pytest.approx(0.5, abs=0.02)
     counts = torch.bincount(replay.classes, minlength=2)[:2].tolist()
     assert len(replay) == 101 and sorted(counts) == [50, 51]  # class 1 filled with its rejected examples
@@ -335,11 +306,14 @@ def test_filter_replay_tops_up_a_class_the_solver_never_recognises(stream, make_
 def test_ali_batch_sizes_trim_each_ali_step(stream, make_ali, ali_batch_size, real):
     torch.manual_seed(0)
     plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", ali_replay_batch_size=5,
-                             ali_batch_size=ali_batch_size, optim_cfg={"update_order": "simultaneous"})
+                             ali_batch_size=ali_batch_size, optim={"update_order": "simultaneous"})
     sizes = []
-    original = plugin._ali_step
-    plugin._ali_step = lambda x, y, batch: (sizes.append((len(x), 0 if batch is None else len(batch))),
-                                            original(x, y, batch))
+    original = plugin.generator.step
+    # (real, replayed) examples of each step: the real ones come first and weigh 1/t in total, the others 1 - 1/t
+    plugin.generator.step = lambda x, y, weight: (
+        sizes.append((len(x), 0) if weight is None else (int((weight == weight[0]).sum()),
+                                                          len(x) - int((weight == weight[0]).sum()))),
+        original(x, y, weight))
     _, rec = run(plugin, stream, experiences=2, mb=20)
     per_exp = len(sizes) // 2
     assert per_exp == 80 // 20  # as many ALI steps as solver iterations
@@ -351,4 +325,19 @@ def test_ali_batch_sizes_trim_each_ali_step(stream, make_ali, ali_batch_size, re
     with pytest.raises(ConfigError, match="ali_batch_size"):
         ALIReplayPlugin(make_ali(), ali_batch_size=0)
     with pytest.raises(ConfigError, match="update_order"):
-        ALIReplayPlugin(make_ali(), optim_cfg={"update_order": "sideways"})
+        ALIReplayPlugin(make_ali(), optim={"update_order": "sideways"})
+
+
+def test_experiences_are_counted_by_identity_not_by_train_calls(stream, make_ali):
+    """Training an experience twice leaves its classes current and t unchanged (the 1/t weighting)."""
+    torch.manual_seed(0)
+    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", replay_size=40)
+    strategy, rec = run(plugin, stream, experiences=1)
+    strategy.train(stream.train_stream[0])
+    assert plugin.experiences_seen == 1 and rec.replays == [None, None]  # nothing old to replay yet
+    strategy.train(stream.train_stream[1])
+    strategy.train(stream.train_stream[1])
+    assert plugin.experiences_seen == 2
+    for replay in rec.replays[2:]:
+        assert set(replay.classes.tolist()) == {0, 1}  # the repeated experience's classes 2, 3 are not replayed
+    assert {t for *_, t in rec.checks} == {2}

@@ -1,25 +1,47 @@
-"""ALIReplayPlugin's defaults are the best measured settings, and partial optimiser mappings keep them."""
+"""ALIReplayPlugin given nothing but the ALI is the default recipe: one ReplayConfig holds every default."""
+import dataclasses
+
 import pytest
+from omegaconf import OmegaConf
 
 from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig
+from ali_replay.errors import ConfigError
 from strategies import ALIReplayPlugin
-from strategies.ali_replay_plugin import REPLAY_OPTIM
+from strategies.registry import load_strategy_params
+from strategies.replay import ReplayConfig, ReplayRecipe, replay_fields, replay_optim
 
 
-def _ali(conditional):
-    return build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=32, latent_dim=4, conditional=conditional))
+def _ali(conditional, encoder=True):
+    return build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=32, latent_dim=4, conditional=conditional),
+                     num_classes=10, encoder=encoder)
 
 
-@pytest.mark.parametrize("conditional,source", [(True, "conditional"), (False, "class_latent")])
-def test_default_source_follows_the_model(conditional, source):
-    plugin = ALIReplayPlugin(_ali(conditional))
-    assert plugin.source == source and plugin.labels == "solver_soft"
-    assert plugin.optim_cfg.lr_d == REPLAY_OPTIM["lr_d"] and plugin.optim_cfg.cycle_x == REPLAY_OPTIM["cycle_x"]
-    assert plugin.optimizers.g.param_groups[0]["lr"] == REPLAY_OPTIM["lr_g"]
+def test_the_plugin_alone_is_the_default_recipe():
+    plugin = ALIReplayPlugin(_ali(True))
+    _, recipe = load_strategy_params("ali_replay")
+    settings = {key: recipe[key] for key in replay_fields()}
+    assert dataclasses.asdict(plugin.config) == {**OmegaConf.to_container(OmegaConf.create(settings)),
+                                                 "source": "conditional"}
+    assert plugin.config == dataclasses.replace(ReplayConfig(), source="conditional")
+    assert plugin.config.covariance == "full" and plugin.config.replay_size == 60_000
+    assert plugin.generator.optimizers.g.param_groups[0]["lr"] == replay_optim().lr_g == 1e-3
+    assert plugin.config.optim.cycle_x == 10.0
+    assert ReplayRecipe().model.conditional and ReplayRecipe().model.latent_dim == 16
 
 
-def test_partial_optim_mapping_overrides_only_its_keys():
-    plugin = ALIReplayPlugin(_ali(False), optim_cfg={"lr_d": 5e-4})
-    assert plugin.optim_cfg.lr_d == 5e-4
-    assert plugin.optim_cfg.lr_g == REPLAY_OPTIM["lr_g"] and plugin.optim_cfg.cycle_x == REPLAY_OPTIM["cycle_x"]
+@pytest.mark.parametrize("conditional,encoder,source", [(True, True, "conditional"), (False, True, "class_latent"),
+                                                        (False, False, "prior")])
+def test_default_source_follows_the_generator(conditional, encoder, source):
+    plugin = ALIReplayPlugin(_ali(conditional, encoder))
+    assert plugin.config.source == source == plugin.source.name and plugin.labeller.mode == "solver_soft"
+
+
+def test_config_object_and_keywords_combine():
+    plugin = ALIReplayPlugin(_ali(False), ReplayConfig(labels="stored", source="latent_memory"), memory_bytes=500,
+                             optim={"lr_d": 5e-4})
+    assert plugin.config.labels == "stored" and plugin.source.memory.budget_bytes == 500
+    assert plugin.config.optim.lr_d == 5e-4
+    assert plugin.config.optim.lr_g == replay_optim().lr_g and plugin.config.optim.cycle_x == replay_optim().cycle_x
+    with pytest.raises(ConfigError, match="unknown config key 'pure_replay_epochs'"):
+        ALIReplayPlugin(_ali(False), pure_replay_epochs=1)

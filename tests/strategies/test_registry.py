@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 from ali_replay.config import resolve_config_path
 from ali_replay.errors import ConfigError
 from strategies.registry import (STRATEGY_NAMES, StrategyContext, build_strategy, load_strategy_params,
-                                 replay_preview, strategy_memory_bytes, strategy_variants)
+                                 replay_preview, strategy_memory_bytes, strategy_recipes)
+from strategies.replay import replay_fields
 from strategies.ali_generative_replay import ALIGenerativeReplay
 
 
@@ -28,11 +29,14 @@ def _small(name, params):
     return params
 
 
+COMPOSED = "ali_replay@filtered+optim.update_order=simultaneous+labels=solver_hard+ali_epochs=2"
+
+
 def _specs():
+    """Every strategy, every recipe of each, and one spec composed of a recipe and overrides."""
     specs = list(STRATEGY_NAMES)
-    specs += [f"ali_replay@{v}" for v in strategy_variants("ali_replay")]
-    specs += [f"{n}@{v}" for n in ("er", "vae_replay", "gan_replay") for v in strategy_variants(n)]
-    return specs
+    specs += [f"{n}@{r}" for n in STRATEGY_NAMES for r in strategy_recipes(n)]
+    return specs + [COMPOSED]
 
 
 @pytest.mark.parametrize("spec", _specs())
@@ -63,41 +67,66 @@ def test_task_incremental_context(task_stream, make_solver, evaluator):
         build_strategy("naive", make_solver(), None, _ctx(evaluator, scenario="domain"))
 
 
-def test_unknown_names_and_variants(make_solver, evaluator):
+def test_unknown_names_recipes_and_keys(make_solver, evaluator):
     with pytest.raises(ConfigError, match="naive, joint, er, vae_replay, gan_replay, ali_replay"):
         build_strategy("ewc", make_solver(), None, _ctx(evaluator))
     with pytest.raises(ConfigError, match="valid strategies"):
         load_strategy_params("dgr@x")
-    with pytest.raises(ConfigError, match="valid variants: prior, prior_hard"):
-        load_strategy_params("ali_replay@nope")
-    with pytest.raises(ConfigError, match="accepted: mem_size"):
+    with pytest.raises(ConfigError, match="valid recipes: filtered, prior, class_latent, latent_memory, reconstruction"):
+        load_strategy_params("ali_replay@filtered_long_small_steps")
+    with pytest.raises(ConfigError, match="unknown config key 'memory' in er params; accepted keys: mem_size"):
         build_strategy("er", make_solver(), {"memory": 3}, _ctx(evaluator))
-    message = "unknown config key 'depth' in ali_replay params 'model'; accepted keys: preset"
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match="unknown config key 'model.depth' in ali_replay params; accepted keys: "):
         build_strategy("ali_replay", make_solver(), {"model": {"depth": 3}}, _ctx(evaluator))
     with pytest.raises(ConfigError, match="valid values"):
         build_strategy("ali_replay", make_solver(), {"source": "memory"}, _ctx(evaluator))
+    with pytest.raises(ConfigError, match="unknown config key 'weighting' in override 'weighting=concat'"):
+        load_strategy_params("ali_replay@filtered+weighting=concat")
+    with pytest.raises(ConfigError, match="is not key=value"):
+        load_strategy_params("ali_replay@filtered+bf16")
+    with pytest.raises(ConfigError, match="bad value for config key 'ali_epochs'"):
+        load_strategy_params("ali_replay+ali_epochs=many")
 
 
-def test_variants_merge_onto_defaults():
+def test_recipes_and_overrides_merge_onto_the_typed_defaults():
     _, defaults = load_strategy_params("ali_replay")
-    _, variant = load_strategy_params("ali_replay@latent_memory")
-    assert variant.source == "latent_memory" and variant.model.conditional is False
-    assert variant.model.latent_dim == defaults.model.latent_dim and variant.optim == defaults.optim
-    _, conditional = load_strategy_params("ali_replay@conditional")
-    assert conditional.model.conditional is True
+    _, recipe = load_strategy_params("ali_replay@latent_memory")
+    assert recipe.source == "latent_memory" and recipe.model.conditional is False
+    assert recipe.model.latent_dim == defaults.model.latent_dim == 16 and recipe.optim == defaults.optim
+    _, composed = load_strategy_params("ali_replay@filtered+optim.precision=bfloat16+ali_epochs=5+model.width=1.0")
+    assert composed.filter_replay and composed.ali_batch_size == 64  # from the recipe
+    assert composed.ali_epochs == 5 and composed.optim.precision == "bfloat16" and composed.model.width == 1.0
+    assert composed.optim.lr_d == defaults.optim.lr_d
     assert resolve_config_path("ali_replay", "strategy").name == "ali_replay.yaml"
-    assert set(strategy_variants("ali_replay")) >= {"prior", "class_latent", "latent_memory", "conditional",
-                                                    "class_latent_soft"}
+    assert len(strategy_recipes("ali_replay")) <= 6
 
 
-def test_build_with_variant_spec_and_overrides(make_solver, evaluator):
-    strategy = build_strategy("ali_replay@latent_memory", make_solver(), {"memory_bytes": 500},
+@pytest.mark.parametrize("recipe", [None] + strategy_recipes("ali_replay"))
+def test_a_recipes_settings_reach_the_plugin(recipe, make_solver, evaluator):
+    spec = "ali_replay" if recipe is None else f"ali_replay@{recipe}"
+    _, params = load_strategy_params(spec)
+    strategy = build_strategy(spec, make_solver(), None, _ctx(evaluator, generator_epochs=3))  # built, not trained
+    plugin = strategy.replay_plugin
+    for key in replay_fields():
+        expected = params[key]
+        if key == "ali_epochs" and expected is None:
+            expected = 3  # the benchmark's generator budget fills in
+        if key == "source" and expected is None:
+            expected = "conditional" if params.model.conditional else "class_latent"
+        got = getattr(plugin.config, key)
+        assert (OmegaConf.structured(got) if key == "optim" else got) == expected, key
+    assert strategy.ali.conditional == params.model.conditional and strategy.ali.latent_dim == params.model.latent_dim
+    assert (type(strategy.model).__name__ == "ReconstructionSolver") == (params.solver_input == "reconstruction")
+
+
+def test_build_with_recipe_spec_and_overrides(make_solver, evaluator):
+    strategy = build_strategy("ali_replay@latent_memory+labels=solver_hard", make_solver(), {"memory_bytes": 500},
                               _ctx(evaluator))
     assert isinstance(strategy, ALIGenerativeReplay)
     plugin = strategy.replay_plugin
-    assert plugin.source == "latent_memory" and plugin.memory.budget_bytes == 500
-    assert plugin.ali_epochs == 1  # from the context's generator_epochs
+    assert plugin.config.source == "latent_memory" and plugin.source.memory.budget_bytes == 500
+    assert plugin.config.labels == "solver_hard"
+    assert plugin.config.ali_epochs == 1  # from the context's generator_epochs
 
 
 def test_generator_init_follows_the_seed_only(make_solver, evaluator):
@@ -149,8 +178,8 @@ def test_memory_accounting(stream, make_solver, evaluator):
     ali.train(stream.train_stream[0])
     ali_bytes = sum(t.numel() * t.element_size() for t in ali.ali.state_dict().values())
     plugin = ali.replay_plugin
-    stats = sum(t.numel() * 4 for s in plugin.gaussians.values() for t in s.values())
-    assert stats == 2 * (4 + (16 if plugin.covariance == "full" else 4)) * 4
+    stats = sum(t.numel() * 4 for s in plugin.source.gaussians.values() for t in s.values())
+    assert stats == 2 * (4 + (16 if plugin.config.covariance == "full" else 4)) * 4
     assert strategy_memory_bytes(ali) == ali_bytes + stats
     # the default (conditional ALI, distillation): the ALI and the frozen previous solver
     default = build_strategy("ali_replay", solver, _small("ali_replay", None), _ctx(evaluator))

@@ -1,5 +1,4 @@
 """The sleep refresh keeps stored latent codes meaningful while the ALI's latent space drifts."""
-import copy
 import warnings
 
 import torch
@@ -9,7 +8,8 @@ from avalanche.training import Naive
 
 from ali_replay.config import OptimConfig
 from ali_replay.training import make_optimizers, train_step
-from strategies.ali_replay_plugin import ALIReplayPlugin, refresh_codes
+from strategies.ali_replay_plugin import ALIReplayPlugin
+from strategies.replay import ALIGenerator, FrozenDecoder, refresh_codes
 
 
 def _agreement(classifier, images, labels):
@@ -31,20 +31,20 @@ def test_refreshed_memories_stay_recognisable(digits, digit_classifier, make_ali
     ali = make_ali(latent_dim=8, hidden=64)
     # A budget for every code, so that entries keep their order and can be compared one to one.
     plugin = ALIReplayPlugin(ali, source="latent_memory", labels="stored", memory_bytes=100_000, ali_epochs=25,
-                             optim_cfg={"lr_d": 1e-3, "lr_g": 1e-3, "cycle_x": 10.0})
+                             optim={"lr_d": 1e-3, "lr_g": 1e-3, "cycle_x": 10.0})
     solver = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     strategy = Naive(model=solver, optimizer=torch.optim.Adam(solver.parameters()), train_mb_size=32,
                      plugins=[plugin], evaluator=evaluator())
 
     strategy.train(bench.train_stream[0])
-    stored = plugin.memory.codes.float().clone()
-    labels = plugin.memory.labels.long().clone()  # group ids 0 and 1 are the digits 0 and 1
+    stored = plugin.source.memory.codes.float().clone()
+    labels = plugin.source.memory.labels.long().clone()  # group ids 0 and 1 are the digits 0 and 1
     with torch.no_grad():
         before = _agreement(digit_classifier, ali.eval().decode(stored), labels)
 
     strategy.train(bench.train_stream[1])  # the ALI keeps learning: its latent space moves
-    refreshed = plugin.memory.codes.float()[: len(stored)]
-    assert torch.equal(plugin.memory.labels[: len(stored)].long(), labels)
+    refreshed = plugin.source.memory.codes.float()[: len(stored)]
+    assert torch.equal(plugin.source.memory.labels[: len(stored)].long(), labels)
     with torch.no_grad():
         ali.eval()
         stale = _agreement(digit_classifier, ali.decode(stored), labels)
@@ -72,11 +72,11 @@ def test_refresh_beats_stale_codes_after_drift(digits, digit_classifier, make_al
             train_step(ali, optimizers, optim_cfg, x_train[first][torch.randint(0, int(first.sum()), (32,))])
         with torch.no_grad():
             codes = ali.eval().encode(x_train[first])
-        old_decoder = copy.deepcopy(ali.decoder)
+        old_decoder = FrozenDecoder(ali.decoder, ali.conditional, ali.device)
         ali.train()
         for _ in range(600):  # then every digit: the latent space is reorganised
             train_step(ali, optimizers, optim_cfg, x_train[torch.randint(0, 1400, (32,))])
-        refreshed = refresh_codes(old_decoder, ali, codes)
+        refreshed = refresh_codes(old_decoder, ALIGenerator(ali, optim_cfg), codes)
         assert refreshed.requires_grad is False and refreshed.dtype == torch.float32
         with torch.no_grad():
             ali.eval()

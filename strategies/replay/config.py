@@ -1,0 +1,136 @@
+"""ReplayConfig: every setting of generative replay in one typed place; its defaults are the default recipe.
+
+The plugin's keyword arguments, the registry's accepted keys and the recipes in
+configs/strategy/ali_replay.yaml are all read against these dataclasses, so a setting
+has one name, one type and one default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from ali_replay.config import ModelConfig, OptimConfig
+from ali_replay.errors import ConfigError
+from ali_replay.training import check_optim
+from strategies._common import as_config, check_choice
+
+SOURCES = ("prior", "class_latent", "latent_memory", "conditional")
+LABEL_MODES = ("stored", "solver_soft", "solver_hard")
+COVARIANCES = ("diag", "full")
+SOLVER_INPUTS = ("image", "reconstruction")
+
+
+def replay_optim() -> OptimConfig:
+    """The generator's optimiser settings for replay.
+
+    Within one experience a small ALI must learn new classes while replaying old ones: it
+    needs a faster rate and a stronger reconstruction term than the standalone trainer's
+    defaults (BENCHMARKS.md, "Split digits: the ALI's optimiser for replay").
+    """
+    return OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0, cycle_z=1.0)
+
+
+@dataclass
+class ReplayConfig:
+    """How ALIReplayPlugin replays; the defaults are the default recipe (`ali_replay`)."""
+
+    optim: OptimConfig = field(default_factory=replay_optim)  # the generator's two optimizers and its update
+    source: Optional[str] = None  # prior | class_latent | latent_memory | conditional; None: conditional for a
+    # class-conditional generator, else class_latent (prior for an encoder-free one)
+    labels: str = "solver_soft"  # stored | solver_soft (distillation at `temperature`) | solver_hard
+    temperature: float = 2.0
+    memory_bytes: int = 200_000  # latent_memory's budget for float16 codes (int16 labels)
+    covariance: str = "full"  # class_latent: diag | full
+    latent_scale: float = 1.0  # spread of prior / class_latent draws (< 1: less diverse replay)
+    replay_size: Optional[int] = 60_000  # replay examples made per experience (None: as many as its real ones,
+    # at most MAX_EXPERIENCE_REPLAY); a set much larger than the experience keeps the solver from memorising it
+    replay_batch_size: Optional[int] = None  # replayed examples per solver step; None: the strategy's train_mb_size
+    ali_batch_size: Optional[int] = None  # real examples per generator step (the mini-batch's first); None: all
+    ali_replay_batch_size: Optional[int] = None  # replayed examples per generator step (the replay batch's first)
+    ali_epochs: Optional[int] = None  # generator passes per experience; None: one step per solver iteration
+    first_ali_epochs: Optional[int] = None  # the same in the first experience (real data only); None: ali_epochs
+    filter_replay: bool = False  # keep only replay the previous solver assigns to the class it was made for
+
+    def check(self) -> "ReplayConfig":
+        """This config if its values are valid, else a ConfigError naming the setting and the fix."""
+        if self.source is not None:
+            check_choice("source", self.source, SOURCES)
+        check_choice("labels", self.labels, LABEL_MODES)
+        check_choice("covariance", self.covariance, COVARIANCES)
+        check_optim(self.optim)
+        if self.source == "prior" and self.labels == "stored":
+            raise ConfigError("source=prior with labels=stored is invalid: prior samples carry no labels; "
+                              "use labels=solver_soft or labels=solver_hard")
+        for name, low in (("replay_size", 1), ("replay_batch_size", 1), ("ali_batch_size", 1),
+                          ("ali_replay_batch_size", 1), ("ali_epochs", 0), ("first_ali_epochs", 0)):
+            value = getattr(self, name)
+            if value is not None and int(value) < low:
+                raise ConfigError(f"{name} must be >= {low} or null, got {value}")
+        if int(self.memory_bytes) < 0:
+            raise ConfigError(f"memory_bytes must be >= 0, got {self.memory_bytes}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if not self.latent_scale > 0:
+            raise ConfigError(f"latent_scale must be > 0, got {self.latent_scale}")
+        return self
+
+
+def _recipe_model() -> ModelConfig:
+    """The default recipe's networks: a class-conditional ALI, latent 16, conv presets at half width."""
+    return ModelConfig(conditional=True, latent_dim=16, hidden=128, width=0.5)
+
+
+@dataclass
+class ReplayRecipe(ReplayConfig):
+    """A replay strategy's settings (`ali_replay`): the replay's, the generator's networks, what the solver reads."""
+
+    model: ModelConfig = field(default_factory=_recipe_model)
+    solver_input: str = "image"  # image | reconstruction (the solver sees every image through the ALI's round trip)
+
+
+def _gan_model() -> ModelConfig:
+    """gan_replay's networks: those of ali_replay@prior (unconditional), without the encoder."""
+    return ModelConfig(conditional=False, latent_dim=16, hidden=128, width=0.5)
+
+
+@dataclass
+class GANReplayRecipe(ReplayRecipe):
+    """`gan_replay`: the same replay with an encoder-free generator (unconditional by default)."""
+
+    model: ModelConfig = field(default_factory=_gan_model)
+
+
+def replay_fields() -> tuple[str, ...]:
+    """The names ReplayConfig accepts (the plugin's keyword arguments)."""
+    return tuple(f.name for f in dataclasses.fields(ReplayConfig))
+
+
+def _plain(value: Any) -> dict:
+    """A ReplayConfig, DictConfig or mapping as a plain nested dict."""
+    if value is None:
+        return {}
+    if dataclasses.is_dataclass(value):
+        return OmegaConf.to_container(OmegaConf.structured(value), resolve=True)
+    if isinstance(value, DictConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
+    raise ConfigError(f"expected a ReplayConfig or a mapping of its settings, got {type(value).__name__}")
+
+
+def replay_config(config: Any = None, where: str = "ALIReplayPlugin's settings", **settings) -> ReplayConfig:
+    """A checked ReplayConfig: `config` (ReplayConfig, mapping or None) with `settings` on top.
+
+    A partial `optim` mapping overrides only its keys: the others keep `replay_optim()`.
+    """
+    merged = _plain(config)
+    for key, value in settings.items():
+        if isinstance(value, (Mapping, DictConfig)) or dataclasses.is_dataclass(value):
+            value = _plain(value)
+            if isinstance(merged.get(key), dict):
+                value = {**merged[key], **value}
+        merged[key] = value
+    return OmegaConf.to_object(as_config(ReplayConfig, merged, where=where)).check()

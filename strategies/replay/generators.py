@@ -1,0 +1,140 @@
+"""The generator behind replay, as one small interface; the ALI (and the encoder-free GAN) implement it.
+
+The plugin only decodes codes of given classes, encodes images where there is an encoder,
+takes one training step on real plus replayed data, keeps a frozen copy of the decoder
+for the sleep refresh, and counts the generator's bytes. Another generator (a VAE) slots
+in by implementing the same members.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional, Protocol
+
+import torch
+
+from ali_replay import distributed
+from ali_replay.ali import ALI
+from ali_replay.config import OptimConfig
+from ali_replay.runtime import evaluating
+from ali_replay.training import Players, check_optim, make_optimizers, train_step
+from strategies._common import module_nbytes
+from strategies.replay.config import replay_optim
+
+
+class ReplayGenerator(Protocol):
+    """What generative replay needs of a generator."""
+
+    shape: tuple[int, ...]  # C x H x W of the images it makes
+    latent_dim: int
+    conditional: bool  # whether decode and encode read the classes
+    has_encoder: bool
+
+    def decode(self, codes: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
+        """Images in [0, 1] for codes (of `classes` when conditional), in eval mode, without autograd."""
+
+    def encode(self, images: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
+        """Deterministic codes of images (float32, on the CPU), in eval mode, without autograd."""
+
+    def frozen_decoder(self):
+        """A frozen copy of the decoder as it is now: `(codes, classes) -> images`, for the sleep refresh."""
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One training step on a batch (real examples, then replayed ones), `weight` per example."""
+
+    def to(self, device: torch.device) -> "ReplayGenerator":
+        """Move the weights (and optimiser state) to a device."""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every parameter and buffer the generator keeps."""
+
+
+class FrozenDecoder:
+    """A copy of a decoder that no longer trains: `(codes, classes) -> images` without autograd."""
+
+    def __init__(self, decoder: torch.nn.Module, conditional: bool, device: torch.device):
+        self.decoder = copy.deepcopy(decoder).eval().requires_grad_(False)
+        self.conditional = conditional
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, codes: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
+        """Decoded images, on the decoder's device."""
+        y = classes.to(self.device) if self.conditional and classes is not None else None
+        return self.decoder(codes.to(self.device, torch.float32), y)
+
+
+class ALIGenerator:
+    """An ALI with its two optimizers (`ali_replay.training`); an encoder-free model trains as a plain GAN."""
+
+    def __init__(self, ali: ALI, optim: Optional[OptimConfig] = None):
+        optim = optim if optim is not None else replay_optim()
+        check_optim(optim)
+        self.ali = ali
+        self.optim = optim
+        self.optimizers = make_optimizers(ali, optim)
+        self._players: Optional[torch.nn.Module] = None  # DistributedDataParallel wrappers under torchrun
+        self._discriminator: Optional[torch.nn.Module] = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.ali.shape)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.ali.latent_dim
+
+    @property
+    def conditional(self) -> bool:
+        return self.ali.conditional
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.ali.encoder is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.ali.device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the ALI's parameters and buffers, the discriminator's included."""
+        return module_nbytes(self.ali)
+
+    def to(self, device: torch.device) -> "ALIGenerator":
+        """Move the ALI to `device`."""
+        self.ali.to(device)
+        return self
+
+    def distribute(self) -> None:
+        """Under torchrun: the players and the discriminator train in DistributedDataParallel, once wrapped."""
+        if not distributed.current().enabled or self._players is not None:
+            return
+        check_optim(self.optim, distributed=True)
+        players = Players(self.ali) if self.has_encoder else self.ali.decoder
+        self._players = distributed.wrap(players)
+        self._discriminator = distributed.wrap(self.ali.discriminator)
+
+    def _condition(self, classes: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The classes on the ALI's device when it is conditional, else None."""
+        return classes.to(self.device) if self.conditional and classes is not None else None
+
+    def decode(self, codes: torch.Tensor, classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """G_x(codes) in [0, 1], in eval mode, without autograd."""
+        with evaluating(self.ali.decoder):
+            return self.ali.decoder(codes.to(self.device), self._condition(classes))
+
+    def encode(self, images: torch.Tensor, classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Posterior means G_z(images), float32 on the CPU, in eval mode, without autograd."""
+        with evaluating(self.ali):
+            return self.ali.encode(images.to(self.device), self._condition(classes)).float().cpu()
+
+    def frozen_decoder(self) -> FrozenDecoder:
+        """The decoder as it is now, frozen."""
+        return FrozenDecoder(self.ali.decoder, self.conditional, self.device)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+        """One `train_step` of the ALI (or GAN) on the batch."""
+        self.ali.train()
+        return train_step(self.ali, self.optimizers, self.optim, x, y, weight,
+                          players=self._players, discriminator=self._discriminator)
