@@ -68,7 +68,11 @@ class RunLock:
             raise UserError(f"cannot create output folder {self.folder} ({err.strerror}); "
                             f"choose another output_dir") from err
         for _ in range(50):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise UserError(f"cannot write into output folder {self.folder} ({err.strerror}); "
+                                f"choose another output_dir") from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
