@@ -194,3 +194,27 @@ def test_alitraining_replay_beats_naive_on_normalised_split_digits(digits, evalu
     # Seeds 0-2 gave 0.37-0.48 against naive's 0.17-0.18 (the old optimiser defaults: 0.19).
     assert final["naive"] < 0.25
     assert final["ali_training"] >= final["naive"] + 0.15, final
+
+
+def test_augmented_normalised_colour_stream(evaluator):
+    """SplitCIFAR10's default train transform (zero-padded crop, flip, Normalize) on generated 32x32 images."""
+    torch.manual_seed(0)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+    x = torch.randint(0, 256, (64, 3, 32, 32)).float() / 255
+    y = torch.arange(64) % 4
+    normalize = transforms.Normalize(mean, std)
+    augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), normalize])
+    data = _make_taskaware_tensor_classification_dataset(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stream = nc_benchmark(data, data, 2, task_labels=False, seed=0, fixed_class_order=[0, 1, 2, 3],
+                              train_transform=augment, eval_transform=normalize)
+    ali = build_ali((3, 32, 32), ModelConfig(preset="mlp", latent_dim=4, hidden=32))
+    generator = ALITraining(model=ali, train_mb_size=16, plugins=[GenerativeReplayPlugin()])
+    for experience in stream.train_stream:
+        generator.train(experience)
+    assert generator.input_space == InputSpace(mean=mean, std=std)
+    samples = generator.model.generate(8)
+    low = (-torch.tensor(mean) / torch.tensor(std)).view(3, 1, 1)
+    high = ((1 - torch.tensor(mean)) / torch.tensor(std)).view(3, 1, 1)
+    assert samples.shape == (8, 3, 32, 32) and bool((samples >= low - 1e-4).all() and (samples <= high + 1e-4).all())
