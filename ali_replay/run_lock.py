@@ -85,7 +85,7 @@ class RunLock:
                 if pid is None:
                     who = "another process"
                 elif pid == os.getpid():
-                    who += " (this process, through another trainer or comparison)"
+                    who += " (this process itself)"
                 raise FolderInUseError(
                     f"output folder {self.folder} is in use by {who}, which is writing there; wait for it to "
                     f"finish or stop it, or choose another output_dir") from None

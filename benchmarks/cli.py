@@ -78,9 +78,12 @@ def _train_ali(args) -> None:
         return
     print(f"trained: {run_dir} (epoch {trainer.epoch}, step {trainer.step})")
     if not args.no_eval:
-        result = evaluate_ali(trainer.ali, cfg, trainer.device)
-        print(json.dumps(result, indent=2))
-        print(f"wrote {write_eval(run_dir, result)}")
+        from ali_replay.run_lock import RunLock
+
+        with RunLock(run_dir):  # eval.json is written by the folder's one writer too
+            result = evaluate_ali(trainer.ali, cfg, trainer.device)
+            print(json.dumps(result, indent=2))
+            print(f"wrote {write_eval(run_dir, result)}")
 
 
 def _eval_ali(args) -> None:
@@ -95,9 +98,12 @@ def _eval_ali(args) -> None:
     # The saved config over today's schema (older runs may lack newer keys), then the overrides.
     cfg = merge_config(OmegaConf.merge(OmegaConf.structured(ALIRunConfig), saved_cfg), None, args.overrides)
     device = resolve_device(cfg.device)
-    result = evaluate_ali(ali, cfg, device)
-    print(json.dumps(result, indent=2))
-    print(f"wrote {write_eval(args.run_dir, result)}")
+    from ali_replay.run_lock import RunLock
+
+    with RunLock(args.run_dir):  # not beside a training run that writes into the same folder
+        result = evaluate_ali(ali, cfg, device)
+        print(json.dumps(result, indent=2))
+        print(f"wrote {write_eval(args.run_dir, result)}")
 
 
 def _main_process() -> bool:

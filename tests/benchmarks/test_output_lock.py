@@ -1,6 +1,7 @@
 """One writer per comparison folder: a live writer refuses the next, and the lock goes on exit, error or Ctrl-C."""
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,21 @@ def test_lock_goes_when_a_run_fails_or_is_interrupted(tmp_path, monkeypatch, fai
     with pytest.raises(type(failure)):
         compare(tiny_config(out, "strategies=[naive]"))
     assert (out / "results.json").is_file() and not (out / LOCK_FILE).exists()
+
+
+def test_eval_ali_does_not_write_beside_a_writer(tmp_path, capsys):
+    from ali_replay.config import load_run_config
+    from ali_replay.run_lock import RunLock
+    from ali_replay.trainer import ALITrainer
+    from benchmarks.cli import main
+
+    out = tmp_path / "run"
+    ALITrainer(load_run_config(None, ["model.hidden=32", "model.latent_dim=4", "train.batch_size=128", "threads=1",
+                                      "device=cpu", "train.epochs=1", "train.max_steps=2",
+                                      f"output_dir={out}"])).fit()
+    capsys.readouterr()  # the training's progress bar
+    with RunLock(out):  # a writer holds the folder (here: this very process, through another handle)
+        assert main(["-q", "eval-ali", str(out), "eval.n_samples=100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"process {os.getpid()}" in err and str(out) in err
+    assert not (out / "eval.json").exists()
