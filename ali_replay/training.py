@@ -1,4 +1,9 @@
-"""One ALI update: encode, decode, score both joint pairs, two losses, two optimizer steps."""
+"""One ALI update (`train_step`): encode, decode, score both joint pairs, two losses, two optimizer steps.
+
+Only the step lives here. The loops around it are elsewhere: `ali_replay.trainer` trains a
+standalone ALI (epochs, checkpoints, pictures); `strategies.ali_training.ALITraining` runs it
+as an Avalanche generator strategy; `strategies.replay.ALIGenerator` steps it inside replay.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

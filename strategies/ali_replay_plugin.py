@@ -12,11 +12,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ali_replay import distributed
 from ali_replay.ali import ALI
-from ali_replay.errors import ConfigError, ShapeError
+from ali_replay.errors import ShapeError
 from ali_replay.evaluation import batched
 from strategies._common import experience_groups, experience_tensors, module_nbytes
-from strategies.replay import (ALIGenerator, Labeller, ReplayBatches, ReplayConfig, ReplaySet, as_uint8_images,
-                               balanced_group_ids, keep_recognised, make_source, refresh_codes, replay_config)
+from strategies.replay import (Labeller, ReplayBatches, ReplayConfig, ReplaySet, as_uint8_images,
+                               balanced_group_ids, keep_recognised, make_generator, make_source, refresh_codes,
+                               replay_config)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     ``ALIReplayPlugin(ali)`` is the default recipe; `config` (a `ReplayConfig` or a mapping)
     and keyword arguments (its field names) change it, e.g. ``source="latent_memory"``.
+    The generator is an ALI (or the encoder-free GAN), or any other behind the interface of
+    `strategies.replay.generators` (a `strategies.vae.VAE`: plain generative replay, `dgr`).
 
     Wake (every experience after the first): a replay set of the old classes is made once,
     before the experience, under no_grad; each iteration draws a replay mini-batch from it
@@ -40,12 +43,11 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     new latent space and adds the new classes'.
     """
 
-    def __init__(self, ali: ALI, config: Optional[ReplayConfig | dict] = None, *, seed: int = 0, **settings: Any):
+    def __init__(self, generator: ALI | Any, config: Optional[ReplayConfig | dict] = None, *, seed: int = 0,
+                 **settings: Any):
         super().__init__()
-        if not isinstance(ali, ALI):
-            raise ConfigError(f"ali must be an ali_replay.ali.ALI, got {type(ali).__name__}")
         config = replay_config(config, **settings)
-        self.generator = ALIGenerator(ali, config.optim)
+        self.generator = make_generator(generator, config.optim)
         self.rng = torch.Generator().manual_seed(seed)  # every replay draw, so a run follows its seed
         self.source = make_source(config, self.generator, self.rng, seed)
         self.config = dataclasses.replace(config, source=self.source.name)
@@ -70,9 +72,9 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self._distributed = False
 
     @property
-    def ali(self) -> ALI:
-        """The generator's ALI."""
-        return self.generator.ali
+    def ali(self) -> Optional[ALI]:
+        """The generator's ALI (None for another kind of generator)."""
+        return getattr(self.generator, "ali", None)
 
     @property
     def experiences_seen(self) -> int:
@@ -280,6 +282,6 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def _check_shape(self, x: torch.Tensor) -> None:
         """Fail early when the generator's image shape differs from the data's."""
         if tuple(x.shape[1:]) != tuple(self.generator.shape):
-            raise ShapeError(f"the ALI generates images of shape {tuple(self.generator.shape)} but the stream's "
-                             f"images are {tuple(x.shape[1:])}; build the ALI for the data's shape")
+            raise ShapeError(f"the generator makes images of shape {tuple(self.generator.shape)} but the stream's "
+                             f"images are {tuple(x.shape[1:])}; build the generator for the data's shape")
         self._shape_checked = True

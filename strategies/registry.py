@@ -23,12 +23,12 @@ from strategies._common import as_config, check_choice, module_nbytes
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
 from strategies.reconstruction_solver import ReconstructionSolver
-from strategies.replay import SOLVER_INPUTS, GANReplayRecipe, ReplayConfig, ReplayRecipe, replay_fields
+from strategies.replay import SOLVER_INPUTS, DGRRecipe, GANReplayRecipe, ReplayConfig, ReplayRecipe, replay_fields
 from strategies.vae import VAE
 
 logger = logging.getLogger(__name__)
 
-STRATEGY_NAMES = ("naive", "joint", "er", "vae_replay", "gan_replay", "ali_replay")
+STRATEGY_NAMES = ("naive", "joint", "er", "vae_replay", "dgr", "gan_replay", "ali_replay")
 SCENARIOS = ("class_incremental", "task_incremental")
 
 # Stored images are counted as uint8 (one byte per pixel value, the dtype the data sets
@@ -72,6 +72,7 @@ SCHEMAS: dict[str, type] = {
     "joint": NoParams,
     "er": ERParams,
     "vae_replay": VAEReplayParams,
+    "dgr": DGRRecipe,
     "gan_replay": GANReplayRecipe,
     "ali_replay": ReplayRecipe,
 }
@@ -232,6 +233,8 @@ def build_strategy(name: str, solver: torch.nn.Module, params: Optional[Mapping]
             strategy = Replay(mem_size=er_buffer_size(p, ctx.input_shape), plugins=extra_plugins, **common)
         elif name == "vae_replay":
             strategy = _build_vae_replay(p, ctx, common, extra_plugins, generator_epochs)
+        elif name == "dgr":
+            strategy = _build_dgr(p, ctx, common, extra_plugins)
         else:
             strategy = _build_generative_replay(name, p, solver, ctx, common, extra_plugins)
     strategy.strategy_name = name
@@ -245,14 +248,28 @@ def _build_generative_replay(name: str, p: dict, solver: torch.nn.Module, ctx: S
     """ali_replay (an ALI) or gan_replay (the encoder-free GAN) behind ALIReplayPlugin, as the recipe `p` says."""
     recipe = OmegaConf.to_object(as_config(SCHEMAS[name], p, where=f"{name} params"))
     ali = build_ali(ctx.input_shape, recipe.model, num_classes=ctx.num_classes, encoder=name == "ali_replay")
-    replay = ReplayConfig(**{key: getattr(recipe, key) for key in replay_fields()})
-    if replay.ali_epochs is None:  # the benchmark's generator budget (None there too: every solver epoch)
-        replay.ali_epochs = ctx.generator_epochs
+    replay = _replay_config(recipe, ctx)
     if check_choice("solver_input", recipe.solver_input, SOLVER_INPUTS) == "reconstruction":
         if name != "ali_replay":
             raise ConfigError("solver_input=reconstruction needs an encoder: use ali_replay, not gan_replay")
         common = {**common, **_reconstruction_solver(ali, solver, ctx)}
     return ALIGenerativeReplay(ali=ali, replay=replay, replay_seed=ctx.seed, plugins=extra_plugins, **common)
+
+
+def _replay_config(recipe: Any, ctx: StrategyContext) -> ReplayConfig:
+    """The plugin's settings out of a recipe; a null `ali_epochs` takes the benchmark's generator budget."""
+    replay = ReplayConfig(**{key: getattr(recipe, key) for key in replay_fields()})
+    if replay.ali_epochs is None:  # None there too: every solver epoch
+        replay.ali_epochs = ctx.generator_epochs
+    return replay
+
+
+def _build_dgr(p: dict, ctx: StrategyContext, common: dict, extra_plugins: list) -> SupervisedTemplate:
+    """Naive plus ALIReplayPlugin with a VAE as the generator: the same replay as ali_replay, another generator."""
+    recipe = OmegaConf.to_object(as_config(DGRRecipe, p, where="dgr params"))
+    vae = VAE(ctx.input_shape, latent_dim=recipe.model.latent_dim, hidden=recipe.model.hidden, arch=recipe.model.arch)
+    plugin = ALIReplayPlugin(vae, _replay_config(recipe, ctx), seed=ctx.seed)
+    return Naive(plugins=extra_plugins + [plugin], **common)
 
 
 def _reconstruction_solver(ali, solver: torch.nn.Module, ctx: StrategyContext) -> dict:
@@ -313,7 +330,7 @@ def strategy_memory_bytes(strategy) -> int:
     """Bytes a strategy keeps between experiences besides the solver itself.
 
     naive: 0. joint: every past example; er: the buffer's examples; both counted as
-    uint8 images plus int64 labels. ali_replay / gan_replay: the ALI's (GAN's) weights
+    uint8 images plus int64 labels. ali_replay / gan_replay / dgr: the ALI's (GAN's, VAE's) weights
     incl. the discriminator, stored codes (float16) and labels (int16), Gaussian
     statistics (float32), plus the frozen previous solver when labels come from it.
     vae_replay: the VAE's weights plus the frozen previous solver Avalanche labels

@@ -124,9 +124,12 @@ def _plain(value: Any) -> dict:
 def replay_config(config: Any = None, where: str = "ALIReplayPlugin's settings", **settings) -> ReplayConfig:
     """A checked ReplayConfig: `config` (ReplayConfig, mapping or None) with `settings` on top.
 
-    A partial `optim` mapping overrides only its keys: the others keep `replay_optim()`.
+    A partial `optim` mapping overrides only its keys: the others keep `replay_optim()`. A recipe
+    (`ReplayRecipe`, `DGRRecipe`) gives its replay settings; its networks are the caller's business.
     """
     merged = _plain(config)
+    if isinstance(config, ReplayConfig):
+        merged = {key: value for key, value in merged.items() if key in replay_fields()}
     for key, value in settings.items():
         if isinstance(value, (Mapping, DictConfig)) or dataclasses.is_dataclass(value):
             value = _plain(value)
@@ -134,3 +137,30 @@ def replay_config(config: Any = None, where: str = "ALIReplayPlugin's settings",
                 value = {**merged[key], **value}
         merged[key] = value
     return OmegaConf.to_object(as_config(ReplayConfig, merged, where=where)).check()
+
+
+@dataclass
+class VAEModelConfig:
+    """dgr's generator: `strategies.vae.VAE` (convolutions for 28x28 and 32x32 images, else an MLP)."""
+
+    latent_dim: int = 16
+    hidden: int = 400  # MLP width (small images)
+    arch: str = "auto"  # auto | mlp | conv
+
+
+def _vae_optim() -> OptimConfig:
+    """A VAE's Adam: lr 1e-3, betas (0.9, 0.999) (only lr_g and the betas are read)."""
+    return OptimConfig(lr_d=1e-3, lr_g=1e-3, beta1=0.9, beta2=0.999)
+
+
+@dataclass
+class DGRRecipe(ReplayConfig):
+    """`dgr`: plain generative replay (van de Ven's DGR) in the same plugin, with a VAE as the generator.
+
+    Prior samples labelled by distillation from the previous solver, weighted 1/t, as
+    `ali_replay@prior` replays; every other replay setting is the ALI recipes' own.
+    """
+
+    optim: OptimConfig = field(default_factory=_vae_optim)
+    source: Optional[str] = "prior"
+    model: VAEModelConfig = field(default_factory=VAEModelConfig)

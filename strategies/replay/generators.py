@@ -8,17 +8,20 @@ in by implementing the same members.
 from __future__ import annotations
 
 import copy
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import torch
+import torch.nn.functional as F
 
 from ali_replay import distributed
 from ali_replay.ali import ALI
 from ali_replay.config import OptimConfig
+from ali_replay.errors import ConfigError
 from ali_replay.runtime import evaluating
 from ali_replay.training import Players, check_optim, make_optimizers, train_step
 from strategies._common import module_nbytes
-from strategies.replay.config import replay_optim
+from strategies.replay.config import DGRRecipe, replay_optim
+from strategies.vae import VAE
 
 
 class ReplayGenerator(Protocol):
@@ -60,8 +63,10 @@ class FrozenDecoder:
     @torch.no_grad()
     def __call__(self, codes: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
         """Decoded images, on the decoder's device."""
-        y = classes.to(self.device) if self.conditional and classes is not None else None
-        return self.decoder(codes.to(self.device, torch.float32), y)
+        codes = codes.to(self.device, torch.float32)
+        if not self.conditional:
+            return self.decoder(codes)
+        return self.decoder(codes, classes.to(self.device) if classes is not None else None)
 
 
 class ALIGenerator:
@@ -138,3 +143,101 @@ class ALIGenerator:
         self.ali.train()
         return train_step(self.ali, self.optimizers, self.optim, x, y, weight,
                           players=self._players, discriminator=self._discriminator)
+
+
+class _VAEDecoder(torch.nn.Module):
+    """A VAE's decoder with its sigmoid: codes to images in [0, 1] (what FrozenDecoder copies)."""
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z)
+
+
+class VAEGenerator:
+    """A Gaussian VAE (`strategies.vae.VAE`, unconditional) with one Adam: plain generative replay's generator.
+
+    Its codes are posterior means, so every source works with it: prior draws (DGR's
+    replay), a Gaussian per class, stored codes.
+    """
+
+    conditional = False
+    has_encoder = True
+
+    def __init__(self, vae: VAE, optim: Optional[OptimConfig] = None):
+        optim = optim if optim is not None else DGRRecipe().optim
+        if optim.precision != "float32":
+            raise ConfigError(f"the VAE generator trains in float32 only, got optim.precision={optim.precision}; "
+                              "use optim.precision=float32")
+        self.vae = vae
+        self.optim = optim
+        self.optimizer = torch.optim.Adam(vae.parameters(), lr=optim.lr_g, betas=(optim.beta1, optim.beta2))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.vae.shape)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.vae.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.vae.device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the VAE's parameters and buffers."""
+        return module_nbytes(self.vae)
+
+    def to(self, device: torch.device) -> "VAEGenerator":
+        """Move the VAE to `device`."""
+        self.vae.to(device)
+        return self
+
+    def distribute(self) -> None:
+        """Refuse data-parallel training, which this generator does not implement."""
+        if distributed.current().enabled:
+            raise ConfigError("the VAE generator trains on one process; run dgr without torchrun")
+
+    def decode(self, codes: torch.Tensor, classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images in [0, 1] for codes, in eval mode, without autograd (classes are ignored)."""
+        with evaluating(self.vae):
+            return self.vae.decode(codes.to(self.device))
+
+    def encode(self, images: torch.Tensor, classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Posterior means, float32 on the CPU, in eval mode, without autograd."""
+        with evaluating(self.vae):
+            return self.vae.encode(images.to(self.device))[0].float().cpu()
+
+    def frozen_decoder(self) -> FrozenDecoder:
+        """The decoder (with its sigmoid) as it is now, frozen."""
+        return FrozenDecoder(_VAEDecoder(self.vae), False, self.device)
+
+    def step(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None
+             ) -> dict[str, torch.Tensor]:
+        """One Adam step on the negative ELBO (Bernoulli pixels, Gaussian codes), per example weighted by `weight`."""
+        self.vae.train()
+        x_hat, mean, logvar = self.vae(x)
+        reconstruction = F.binary_cross_entropy(x_hat, x, reduction="none").flatten(1).sum(1)
+        kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(1)
+        per_example = reconstruction + kl
+        loss = per_example.mean() if weight is None else (weight * per_example).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.detach(), "reconstruction": reconstruction.mean().detach(), "kl": kl.mean().detach()}
+
+
+def make_generator(model: Any, optim: OptimConfig) -> ReplayGenerator:
+    """The generator interface around `model`: an ALI (or GAN), a VAE, or a ReplayGenerator as it is."""
+    if isinstance(model, ALI):
+        return ALIGenerator(model, optim)
+    if isinstance(model, VAE):
+        return VAEGenerator(model, optim)
+    if all(hasattr(model, name) for name in ("decode", "encode", "step", "frozen_decoder", "nbytes", "shape")):
+        return model
+    raise ConfigError(f"the replay generator must be an ali_replay.ali.ALI, a strategies.vae.VAE or a "
+                      f"strategies.replay.ReplayGenerator, got {type(model).__name__}")

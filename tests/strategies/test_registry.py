@@ -22,7 +22,7 @@ def _ctx(evaluator, **kw):
 def _small(name, params):
     """Shrink the generators so that the test stays fast."""
     params = OmegaConf.to_container(params) if params is not None else {}
-    if name in ("ali_replay", "gan_replay"):
+    if name in ("ali_replay", "gan_replay", "dgr"):
         params.setdefault("model", {}).update(hidden=32, latent_dim=4)
     if name == "vae_replay":
         params.update(hidden=32, latent_dim=4)
@@ -50,7 +50,7 @@ def test_every_strategy_builds_and_trains(spec, stream, make_solver, evaluator):
     assert isinstance(results, dict)
     assert strategy_memory_bytes(strategy) >= 0
     preview = replay_preview(strategy)
-    if name in ("er", "vae_replay", "gan_replay", "ali_replay"):
+    if name in ("er", "vae_replay", "dgr", "gan_replay", "ali_replay"):
         images, labels = preview
         assert images.shape[1:] == (1, 8, 8) and 0 < len(images) <= 64 and len(labels) == len(images)
     else:
@@ -68,10 +68,10 @@ def test_task_incremental_context(task_stream, make_solver, evaluator):
 
 
 def test_unknown_names_recipes_and_keys(make_solver, evaluator):
-    with pytest.raises(ConfigError, match="naive, joint, er, vae_replay, gan_replay, ali_replay"):
+    with pytest.raises(ConfigError, match="naive, joint, er, vae_replay, dgr, gan_replay, ali_replay"):
         build_strategy("ewc", make_solver(), None, _ctx(evaluator))
     with pytest.raises(ConfigError, match="valid strategies"):
-        load_strategy_params("dgr@x")
+        load_strategy_params("ewc@x")
     with pytest.raises(ConfigError, match="valid recipes: filtered, prior, class_latent, latent_memory, reconstruction"):
         load_strategy_params("ali_replay@filtered_long_small_steps")
     with pytest.raises(ConfigError, match="unknown config key 'memory' in er params; accepted keys: mem_size"):
