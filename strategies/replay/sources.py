@@ -156,8 +156,14 @@ class LatentMemorySource(ReplaySource):
         self.memory = LatentMemory(latent_dim, budget_bytes, seed)  # labels are group ids
 
     def sample(self, n: int, group_ids: list[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """n stored codes, class-balanced, and their group ids."""
-        return self.memory.sample(n, self.rng)
+        """n stored codes of the given groups, class-balanced, and their group ids."""
+        if self.memory.classes == sorted(group_ids):
+            return self.memory.sample(n, self.rng)
+        # The memory also holds groups not asked for (an experience trained again): draw from the others only.
+        keep = torch.isin(self.memory.labels.long(), torch.as_tensor(group_ids, dtype=torch.long))
+        subset = LatentMemory(self.latent_dim, self.memory.budget_bytes)
+        subset.add(self.memory.codes[keep], self.memory.labels[keep])
+        return subset.sample(n, self.rng)
 
     def sleep(self, codes: torch.Tensor, group_ids: torch.Tensor, refresh: Refresh) -> None:
         """Carry the stored codes into the new latent space, then store the new ones (within the budget)."""

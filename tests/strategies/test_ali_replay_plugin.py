@@ -328,10 +328,11 @@ def test_ali_batch_sizes_trim_each_ali_step(stream, make_ali, ali_batch_size, re
         ALIReplayPlugin(make_ali(), optim={"update_order": "sideways"})
 
 
-def test_experiences_are_counted_by_identity_not_by_train_calls(stream, make_ali):
+@pytest.mark.parametrize("source", ["class_latent", "latent_memory"])
+def test_experiences_are_counted_by_identity_not_by_train_calls(stream, make_ali, source):
     """Training an experience twice leaves its classes current and t unchanged (the 1/t weighting)."""
     torch.manual_seed(0)
-    plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", replay_size=40)
+    plugin = ALIReplayPlugin(make_ali(), source=source, labels="stored", replay_size=40, memory_bytes=2000)
     strategy, rec = run(plugin, stream, experiences=1)
     strategy.train(stream.train_stream[0])
     assert plugin.experiences_seen == 1 and rec.replays == [None, None]  # nothing old to replay yet
