@@ -71,13 +71,20 @@ def test_replay_and_real_data_share_one_space():
         samples = normalised.generator_strategy.model.generate(16)
     low, high = (0 - MNIST_MEAN) / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD
     assert float(samples.min()) >= low - 1e-5 and float(samples.max()) <= high + 1e-5
-    assert float(samples.min()) < 0  # the shipped decoder's Normalize is kept
+    # The shipped decoder's Normalize is kept: its output is the sigmoid's, mapped like the real batches.
+    z = torch.randn(16, 2)
+    with torch.no_grad():
+        sigmoid = normalised.generator_strategy.model.decoder.decode(z).view(-1, 1, 8, 8)
+        assert torch.allclose(normalised.generator_strategy.model.decoder(z), to_mnist_space(sigmoid), atol=1e-6)
     unit = build_avalanche_gr(solver, torch.optim.Adam(solver.parameters()), input_shape=(3, 8, 8),
                               train_mb_size=8, train_epochs=1, input_space="unit")
     with torch.no_grad():
         samples = unit.generator_strategy.model.generate(16)
     assert samples.shape == (16, 3, 8, 8)  # MlpVAE takes any shape
     assert 0 <= float(samples.min()) and float(samples.max()) <= 1
+    with torch.no_grad():
+        sigmoid = unit.generator_strategy.model.decoder.decode(z).view(-1, 3, 8, 8)
+        assert torch.equal(unit.generator_strategy.model.decoder(z), sigmoid)  # no normalisation left
     assert not any(isinstance(p, MNISTNormalisedInput) for p in unit.plugins)
     with pytest.raises(ConfigError, match="input_space"):
         build_avalanche_gr(solver, torch.optim.Adam(solver.parameters()), input_shape=(1, 8, 8), train_mb_size=8,
