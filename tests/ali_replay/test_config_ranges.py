@@ -86,8 +86,3 @@ def test_ranges_are_checked_on_the_final_merge_only_when_asked():
         check_ranges(cfg)
     with pytest.raises(ConfigError, match="train.epochs"):
         check_ranges({"train": {"epochs": 0}}, ALIRunConfig)  # plain mappings, checked against a schema
-
-
-def test_a_list_item_set_like_a_key_is_one_config_error():
-    with pytest.raises(ConfigError, match=r"override 'seed.0=1'|'seed'"):
-        load_run_config(None, ["seed.0=1"])

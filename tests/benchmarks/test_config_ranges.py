@@ -54,3 +54,9 @@ def test_compare_checks_a_config_built_in_code():
     plain["solver"]["lr"] = -1.0
     with pytest.raises(ConfigError, match="solver.lr"):
         validate_compare_config(OmegaConf.create(plain))
+
+
+def test_a_list_item_set_like_a_key_is_one_config_error():
+    with pytest.raises(ConfigError) as err:
+        load_compare_config(None, ["seeds.0=1"])
+    assert "cannot apply override 'seeds.0=1'" in str(err.value) and "seeds=[0,1]" in str(err.value)
