@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ali_replay import distributed
 from ali_replay.ali import ALI
-from ali_replay.errors import ShapeError
+from ali_replay.errors import ConfigError, ShapeError
 from ali_replay.evaluation import batched
 from strategies._common import experience_groups, experience_tensors, module_nbytes
+from strategies.input_space import InputSpace, infer_input_space
 from strategies.replay import (Labeller, ReplayBatches, ReplayConfig, ReplaySet, as_uint8_images,
                                balanced_group_ids, keep_recognised, make_generator, make_source, refresh_codes,
                                replay_config)
@@ -41,10 +42,15 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     real mini-batch plus replay, weighted the same way; in the first experience it sees real
     data only. Sleep (after each experience): the source carries its statistics into the
     new latent space and adds the new classes'.
+
+    The generator learns and replays images in [0, 1]; `input_space` maps the stream's images
+    there and back (a stream that normalises, as Avalanche's SplitMNIST and SplitCIFAR10 do).
+    None: worked out from the first experience (its Normalize, else its images' range), with an
+    error naming the fix when it cannot tell; every experience's first mini-batch is checked against it.
     """
 
     def __init__(self, generator: ALI | Any, config: Optional[ReplayConfig | dict] = None, *, seed: int = 0,
-                 **settings: Any):
+                 input_space: Optional[InputSpace] = None, **settings: Any):
         super().__init__()
         config = replay_config(config, **settings)
         self.generator = make_generator(generator, config.optim)
@@ -53,6 +59,11 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.config = dataclasses.replace(config, source=self.source.name)
         self.labeller = Labeller(config.labels, config.temperature, config.filter_replay)
         self.seed = seed
+        if input_space is not None and not isinstance(input_space, InputSpace):
+            raise ConfigError("input_space must be a strategies.InputSpace (e.g. InputSpace(mean=..., std=...)) "
+                              f"or None, got {type(input_space).__name__}")
+        self.input_space = input_space
+        self.labeller.solver_space = input_space or InputSpace()
 
         self.groups: list[tuple[int, int]] = []  # (class, task) pairs seen, in order of arrival; ids index it
         self._experience_groups: dict[Any, list[tuple[int, int]]] = {}  # experience id -> its groups
@@ -69,6 +80,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self._epoch = 0
         self._real: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self._shape_checked = False
+        self._space_checked = False
         self._distributed = False
 
     @property
@@ -109,6 +121,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self._device = torch.device(strategy.device)
         self.generator.to(self._device)
         self._solver = distributed.unwrap(strategy.model)
+        self._check_optimizer(strategy.optimizer)
         dist_ctx = distributed.current()
         if dist_ctx.enabled and not self._distributed:
             self.generator.distribute()
@@ -118,6 +131,12 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def before_training_exp(self, strategy, *args, **kwargs):
         """Note the experience's classes and make its replay set from the other experiences' classes."""
         self._epoch = 0
+        self._space_checked = False
+        if self.input_space is None:
+            with torch.random.fork_rng(devices=[]):  # random augmentations of the look must not shift the run's draws
+                self.input_space = infer_input_space(strategy.experience)
+            self.labeller.solver_space = self.input_space
+            logger.info("replay in the stream's input space %r", self.input_space)
         current = experience_groups(strategy.experience)
         key = getattr(strategy.experience, "current_experience", None)
         self._experience_groups[tuple(current) if key is None else key] = current
@@ -148,6 +167,9 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         mbatch = strategy.mbatch
         if not self._shape_checked:
             self._check_shape(mbatch[0])
+        if not self._space_checked:  # each experience's first mini-batch: a stream whose range changed fails here
+            self.input_space.check(mbatch[0], where="this experience's images")
+            self._space_checked = True
         self._real = (mbatch[0], mbatch[1])
         self.replay_batch = None
         if self._batches is not None:
@@ -186,6 +208,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         """One generator step on the real examples plus replay, weighted 1/t and 1 - 1/t in total."""
         if self.config.ali_batch_size is not None:  # the mini-batch's first examples: a cheaper step
             x, y = x[:self.config.ali_batch_size], y[:self.config.ali_batch_size]
+        x = self._to_unit(x)
         weight = None
         if batch is not None and len(batch):
             t = self.experiences_seen
@@ -266,7 +289,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         group_of = {g: i for i, g in enumerate(self.groups)}
         ids = torch.as_tensor([group_of[(int(c), int(t))] for c, t in zip(classes, tasks)], dtype=torch.long)
         group_class = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)
-        codes = batched(self.generator.encode, images, classes)
+        codes = batched(lambda x, y: self.generator.encode(self._to_unit(x), y), images, classes)
         refresh = None
         if self._prev_decoder is not None:
             def refresh(old_codes, old_ids):
@@ -274,6 +297,20 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.source.sleep(codes, ids, refresh)
 
     # ------------------------------------------------------------------ helpers
+    def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """The stream's images in the generator's [0, 1] (clipped: padding and interpolation overshoot)."""
+        space = self.input_space or InputSpace()
+        return x if space.is_identity else space.to_unit(x).clamp_(0.0, 1.0)
+
+    def _check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse a solver optimiser that also updates the generator: the plugin trains it with its own."""
+        generator_params = {id(p) for p in self.generator.parameters()}
+        shared = sum(1 for group in optimizer.param_groups for p in group["params"] if id(p) in generator_params)
+        if shared:
+            raise ConfigError(f"the strategy's optimizer holds {shared} parameter tensors of the replay generator; "
+                              "build it over the solver's parameters only (e.g. Adam(model.parameters())): the "
+                              "plugin trains the generator with its own optimizers")
+
     @staticmethod
     def _frozen_solver(strategy) -> torch.nn.Module:
         """A frozen copy of the solver as it left the previous experience: the teacher."""

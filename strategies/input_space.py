@@ -262,8 +262,10 @@ def sample_images(data: Any, n: int = SAMPLE_IMAGES, group: str = "train") -> Op
     if size == 0:
         return None
     idx = torch.linspace(0, size - 1, min(n, size)).round().long().unique().tolist()
+    # Its own generator: a loader seeds its workers from the global RNG, and a look at the data
+    # must not change the draws of the run that follows it.
     loader = DataLoader(Subset(dataset, idx), batch_size=SAMPLE_BATCH, shuffle=False,
-                        collate_fn=getattr(dataset, "collate_fn", None))
+                        collate_fn=getattr(dataset, "collate_fn", None), generator=torch.Generator())
     out = []
     for batch in loader:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch

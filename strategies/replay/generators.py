@@ -47,6 +47,9 @@ class ReplayGenerator(Protocol):
     def to(self, device: torch.device) -> "ReplayGenerator":
         """Move the weights (and optimiser state) to a device."""
 
+    def parameters(self):
+        """Every parameter the generator trains (its own optimisers', never the solver's)."""
+
     @property
     def nbytes(self) -> int:
         """Bytes of every parameter and buffer the generator keeps."""
@@ -110,6 +113,10 @@ class ALIGenerator:
         """Move the ALI to `device`."""
         self.ali.to(device)
         return self
+
+    def parameters(self):
+        """The ALI's parameters: encoder, decoder and discriminator."""
+        return self.ali.parameters()
 
     def distribute(self) -> None:
         """Under torchrun: the players and the discriminator train in DistributedDataParallel, once wrapped."""
@@ -197,6 +204,10 @@ class VAEGenerator:
         self.vae.to(device)
         return self
 
+    def parameters(self):
+        """The VAE's parameters."""
+        return self.vae.parameters()
+
     def distribute(self) -> None:
         """Refuse data-parallel training, which this generator does not implement."""
         if distributed.current().enabled:
@@ -237,7 +248,8 @@ def make_generator(model: Any, optim: OptimConfig) -> ReplayGenerator:
         return ALIGenerator(model, optim)
     if isinstance(model, VAE):
         return VAEGenerator(model, optim)
-    if all(hasattr(model, name) for name in ("decode", "encode", "step", "frozen_decoder", "nbytes", "shape")):
+    if all(hasattr(model, name) for name in ("decode", "encode", "step", "frozen_decoder", "nbytes", "shape",
+                                             "parameters")):
         return model
     raise ConfigError(f"the replay generator must be an ali_replay.ali.ALI, a strategies.vae.VAE or a "
                       f"strategies.replay.ReplayGenerator, got {type(model).__name__}")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from avalanche.models.utils import avalanche_forward
 
 from ali_replay.evaluation import batched
+from strategies.input_space import InputSpace
 from strategies.replay.replay_set import ReplaySet, as_float_images
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,18 @@ def class_mask(groups: list[Group], tasks: torch.Tensor, width: int) -> torch.Te
 
 class Labeller:
     """Targets for replay: ``stored`` (the class it was made for), ``solver_soft`` (the previous solver's
-    logits, distilled at `temperature`) or ``solver_hard`` (its argmax over the old classes)."""
+    logits, distilled at `temperature`) or ``solver_hard`` (its argmax over the old classes).
 
-    def __init__(self, mode: str, temperature: float, filter_replay: bool = False):
+    Replay is made in the generator's [0, 1]; the solvers (the previous one that labels it, the
+    current one that learns it) see it through `solver_space`, as they see the stream's images.
+    """
+
+    def __init__(self, mode: str, temperature: float, filter_replay: bool = False,
+                 solver_space: Optional[InputSpace] = None):
         self.mode = mode
         self.temperature = float(temperature)
         self.filter_replay = bool(filter_replay)
+        self.solver_space = solver_space or InputSpace()
 
     @property
     def needs_teacher(self) -> bool:
@@ -100,8 +107,8 @@ class Labeller:
         solver never learnt the current ones.
         """
         device = images.device
-        logits = batched(lambda x, t: avalanche_forward(teacher, as_float_images(x), t.to(device)),
-                         images, tasks).float()
+        logits = batched(lambda x, t: avalanche_forward(teacher, self.solver_space.from_unit(as_float_images(x)),
+                                                        t.to(device)), images, tasks).float()
         old_mask = class_mask(old_groups, tasks, logits.shape[1]).to(device)
         hard = logits.masked_fill(~old_mask, float("-inf")).argmax(1)
         if self.mode == "solver_hard":
@@ -113,7 +120,7 @@ class Labeller:
 
     def loss(self, model: torch.nn.Module, batch: ReplaySet) -> torch.Tensor:
         """The solver's loss on a replay batch: distillation from teacher logits, else cross-entropy."""
-        output = avalanche_forward(model, batch.images, batch.tasks)
+        output = avalanche_forward(model, self.solver_space.from_unit(batch.images), batch.tasks)
         if batch.soft:
             return distillation_loss(output, batch.targets, batch.kd_mask, self.temperature)
         return F.cross_entropy(output, batch.targets)

@@ -119,3 +119,23 @@ def strategy_context(**overrides) -> StrategyContext:
 def make_context():
     """Factory of StrategyContexts for the tiny streams (keyword overrides)."""
     return strategy_context
+
+
+def make_normalised_stream(digits, per_class=PER_CLASS, mean=0.3, std=0.4):
+    """Split digits (5 experiences of 2 classes) behind a Normalize, as Avalanche's SplitMNIST does."""
+    from torchvision import transforms
+
+    x, y = digits
+    train = _make_taskaware_tensor_classification_dataset(*_subset(x[:1400], y[:1400], per_class))
+    test = _make_taskaware_tensor_classification_dataset(x[1400:], y[1400:])
+    normalize = transforms.Normalize((mean,), (std,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return nc_benchmark(train, test, 5, task_labels=False, seed=0, fixed_class_order=list(range(10)),
+                            train_transform=normalize, eval_transform=normalize)
+
+
+@pytest.fixture(scope="session")
+def normalised_stream_factory(digits):
+    """make_normalised_stream bound to the digits."""
+    return lambda **kw: make_normalised_stream(digits, **kw)
