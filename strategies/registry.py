@@ -22,13 +22,14 @@ from ali_replay.errors import ConfigError
 from strategies._common import as_config, check_choice, module_nbytes
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
+from strategies.avalanche_gr import MNISTNormalisedInput, build_avalanche_gr
 from strategies.reconstruction_solver import ReconstructionSolver
 from strategies.replay import SOLVER_INPUTS, DGRRecipe, GANReplayRecipe, ReplayConfig, ReplayRecipe, replay_fields
 from strategies.vae import VAE
 
 logger = logging.getLogger(__name__)
 
-STRATEGY_NAMES = ("naive", "joint", "er", "vae_replay", "dgr", "gan_replay", "ali_replay")
+STRATEGY_NAMES = ("naive", "joint", "er", "avalanche_gr", "vae_replay", "dgr", "gan_replay", "ali_replay")
 SCENARIOS = ("class_incremental", "task_incremental")
 
 # Stored images are counted as uint8 (one byte per pixel value, the dtype the data sets
@@ -66,11 +67,24 @@ class VAEReplayParams:
     replay_size: Optional[int] = None  # replay examples per batch (None: as many as real ones)
 
 
+@dataclass
+class AvalancheGRParams:
+    """avalanche_gr: Avalanche's GenerativeReplay as shipped (its MlpVAE and VAETraining defaults).
+
+    The generator trains for the solver's epochs, as GenerativeReplay's own does; see
+    strategies/avalanche_gr.py for the one choice made (the space its replay lives in).
+    """
+
+    replay_size: Optional[int] = None  # replayed images per mini-batch (None: as many as the real ones)
+    input_space: str = "mnist_normalised"  # mnist_normalised | unit
+
+
 # Each strategy's parameters, typed: their defaults, and the keys a recipe or an override may set.
 SCHEMAS: dict[str, type] = {
     "naive": NoParams,
     "joint": NoParams,
     "er": ERParams,
+    "avalanche_gr": AvalancheGRParams,
     "vae_replay": VAEReplayParams,
     "dgr": DGRRecipe,
     "gan_replay": GANReplayRecipe,
@@ -231,6 +245,9 @@ def build_strategy(name: str, solver: torch.nn.Module, params: Optional[Mapping]
             strategy = Cumulative(plugins=extra_plugins, **common)
         elif name == "er":
             strategy = Replay(mem_size=er_buffer_size(p, ctx.input_shape), plugins=extra_plugins, **common)
+        elif name == "avalanche_gr":
+            strategy = build_avalanche_gr(**common, input_shape=ctx.input_shape, plugins=extra_plugins,
+                                          replay_size=p["replay_size"], input_space=p["input_space"])
         elif name == "vae_replay":
             strategy = _build_vae_replay(p, ctx, common, extra_plugins, generator_epochs)
         elif name == "dgr":
@@ -359,7 +376,7 @@ def replay_preview(strategy) -> Optional[tuple[Tensor, Tensor]]:
     plugin = _find(strategy, ALIReplayPlugin)
     if plugin is not None:
         return plugin.last_replay
-    recorder = _find(strategy, _ReplayRecorder)
+    recorder = _find(strategy, MNISTNormalisedInput) or _find(strategy, _ReplayRecorder)
     if recorder is not None:
         return recorder.last_replay
     replay = _find(strategy, ReplayPlugin)

@@ -50,9 +50,10 @@ def test_every_strategy_builds_and_trains(spec, stream, make_solver, evaluator):
     assert isinstance(results, dict)
     assert strategy_memory_bytes(strategy) >= 0
     preview = replay_preview(strategy)
-    if name in ("er", "vae_replay", "dgr", "gan_replay", "ali_replay"):
+    if name in ("er", "avalanche_gr", "vae_replay", "dgr", "gan_replay", "ali_replay"):
         images, labels = preview
         assert images.shape[1:] == (1, 8, 8) and 0 < len(images) <= 64 and len(labels) == len(images)
+        assert 0 <= float(images.min()) and float(images.max()) <= 1  # previews are pictures in [0, 1]
     else:
         assert preview is None
 
@@ -68,7 +69,7 @@ def test_task_incremental_context(task_stream, make_solver, evaluator):
 
 
 def test_unknown_names_recipes_and_keys(make_solver, evaluator):
-    with pytest.raises(ConfigError, match="naive, joint, er, vae_replay, dgr, gan_replay, ali_replay"):
+    with pytest.raises(ConfigError, match="naive, joint, er, avalanche_gr, vae_replay, dgr, gan_replay, ali_replay"):
         build_strategy("ewc", make_solver(), None, _ctx(evaluator))
     with pytest.raises(ConfigError, match="valid strategies"):
         load_strategy_params("ewc@x")
