@@ -16,9 +16,8 @@ parser.add_argument("--experiences", type=int, default=5, help="train on the fir
 parser.add_argument("--subset", type=int, default=None, help="images per experience (None: all)")
 args = parser.parse_args()
 
-# Images in [0, 1]: the plugin does not yet undo SplitMNIST's default Normalize.
-benchmark = SplitMNIST(n_experiences=5, seed=1234, dataset_root=args.data_root,
-                       train_transform=None, eval_transform=None)
+# SplitMNIST's default transform normalises: the plugin finds its Normalize and replays normalised images.
+benchmark = SplitMNIST(n_experiences=5, seed=1234, dataset_root=args.data_root)
 solver = SimpleMLP(num_classes=10, hidden_size=400, hidden_layers=2)
 optimizer = torch.optim.Adam(solver.parameters(), lr=1e-3)
 strategy = Naive(model=solver, optimizer=optimizer, train_mb_size=128, train_epochs=args.epochs,
