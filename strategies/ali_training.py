@@ -17,13 +17,10 @@ from ali_replay.errors import ConfigError
 from ali_replay.training import ALIOptimizers, check_optim, make_optimizers, train_step
 from strategies._common import as_config
 from strategies.input_space import InputSpace, InputSpaceGenerator, infer_input_space
+from strategies.replay import replay_optim
 
 logger = logging.getLogger(__name__)
 
-# The ALI's optimiser settings for replay, the ones ALIReplayPlugin uses: within one experience a small
-# ALI must learn new classes while replaying old ones, which needs a faster rate and a stronger
-# reconstruction term than the standalone trainer's defaults (OptimConfig()); BENCHMARKS.md.
-REPLAY_OPTIM = OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0, cycle_z=1.0)
 
 
 class ALITraining(SupervisedTemplate):
@@ -42,7 +39,7 @@ class ALITraining(SupervisedTemplate):
     strategy's `model` is the ALI seen through that space (`InputSpaceGenerator`), so
     `GenerativeReplay(generator_strategy=ALITraining(...))` replays images like the
     ones the solver trains on. `optim_cfg` (OptimConfig or a partial mapping) defaults
-    to `REPLAY_OPTIM`.
+    to the replay settings ALIReplayPlugin uses (`strategies.replay.replay_optim`).
     """
 
     def __init__(self, *, model: ALI, optimizer: Optional[ALIOptimizers] = None, optim_cfg: Any = None,
@@ -60,9 +57,9 @@ class ALITraining(SupervisedTemplate):
         if input_space is not None and not isinstance(input_space, InputSpace):
             raise ConfigError("input_space must be a strategies.input_space.InputSpace (e.g. "
                               f"InputSpace(mean=..., std=...)) or None, got {type(input_space).__name__}")
-        if optim_cfg is None or isinstance(optim_cfg, (Mapping, DictConfig)):  # partial mappings keep REPLAY_OPTIM
+        if optim_cfg is None or isinstance(optim_cfg, (Mapping, DictConfig)):  # partial mappings keep the rest
             partial = OmegaConf.to_container(optim_cfg) if isinstance(optim_cfg, DictConfig) else dict(optim_cfg or {})
-            optim_cfg = {**dataclasses.asdict(REPLAY_OPTIM), **partial}
+            optim_cfg = {**dataclasses.asdict(replay_optim()), **partial}
         self.optim_cfg = as_config(OptimConfig, optim_cfg, where="optim_cfg")
         check_optim(self.optim_cfg)
         self.ali = model

@@ -7,6 +7,7 @@ from torch import nn
 from ali_replay.ali import ALI
 from ali_replay.errors import ConfigError
 from ali_replay.runtime import evaluating
+from strategies.input_space import InputSpace
 
 
 class ReconstructionSolver(nn.Module):
@@ -24,10 +25,12 @@ class ReconstructionSolver(nn.Module):
     the ALI (its own objective trains it) and its bytes are not counted twice. A deep
     copy (the previous solver kept as a teacher) copies the ALI too, so the teacher sees
     images through the ALI it was trained with. The round trip runs in eval mode
-    (posterior means, BatchNorm running statistics) and without autograd history.
+    (posterior means, BatchNorm running statistics) and without autograd history, in the
+    ALI's [0, 1]: `input_space` maps a normalising stream's images there and back
+    (None: images already in [0, 1]).
     """
 
-    def __init__(self, ali: ALI, solver: nn.Module):
+    def __init__(self, ali: ALI, solver: nn.Module, input_space: InputSpace | None = None):
         super().__init__()
         if not isinstance(ali, ALI) or ali.encoder is None:
             raise ConfigError("solver_input=reconstruction needs an ALI with an encoder")
@@ -36,11 +39,13 @@ class ReconstructionSolver(nn.Module):
                               "a class-conditional encoder needs the label the solver is asked for")
         self.__dict__["ali"] = ali  # plain attribute: see the class docstring
         self.solver = solver
+        self.input_space = input_space or InputSpace()
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """G_x(G_z(x)) for a batch of images, in eval mode, without autograd history."""
+        space = self.input_space
         with evaluating(self.ali):
-            return self.ali.reconstruct(x)
+            return space.from_unit(self.ali.reconstruct(space.to_unit(x).clamp(0, 1) if not space.is_identity else x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of images."""

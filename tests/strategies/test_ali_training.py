@@ -16,7 +16,8 @@ from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.errors import ConfigError, UserError
 from ali_replay.training import make_optimizers
-from strategies.ali_training import REPLAY_OPTIM, ALITraining
+from strategies.ali_training import ALITraining
+from strategies.replay import replay_optim
 from strategies.input_space import InputSpace, InputSpaceGenerator
 
 
@@ -129,7 +130,8 @@ def _accuracy(model, stream):
 
 def test_replay_optimiser_settings_are_the_default(make_ali):
     strategy = ALITraining(model=make_ali())
-    assert (strategy.optim_cfg.lr_d, strategy.optim_cfg.lr_g) == (REPLAY_OPTIM.lr_d, REPLAY_OPTIM.lr_g) == (1e-3, 1e-3)
+    assert strategy.optim_cfg == replay_optim()  # the plugin's settings, from one place
+    assert (strategy.optim_cfg.lr_d, strategy.optim_cfg.lr_g) == (1e-3, 1e-3)
     assert (strategy.optim_cfg.cycle_x, strategy.optim_cfg.cycle_z) == (10.0, 1.0)
     assert strategy.ali_optimizers.g.param_groups[0]["lr"] == 1e-3
     partial = ALITraining(model=make_ali(), optim_cfg={"lr_d": 5e-4})

@@ -32,6 +32,19 @@ def test_logits_are_the_solvers_on_reconstructions(make_ali, make_solver, digits
     assert ali.training is True and ali.encoder.training is True
 
 
+def test_a_normalised_stream_goes_round_the_ali_in_its_unit_space(make_ali, make_solver, digits):
+    from strategies import InputSpace
+
+    torch.manual_seed(0)
+    ali, solver = make_ali().eval(), make_solver()
+    space = InputSpace(mean=0.3, std=0.4)
+    model = ReconstructionSolver(ali, solver, input_space=space)
+    unit = digits[0][:30]
+    normalised = (unit - 0.3) / 0.4
+    # The ALI sees the [0, 1] images the stream normalised, and the solver a normalised reconstruction.
+    assert torch.allclose(model.reconstruct(normalised), (ali.reconstruct(unit) - 0.3) / 0.4, atol=1e-5)
+
+
 def test_parameters_are_the_solvers_only(make_ali, make_solver):
     ali, solver = make_ali(), make_solver()
     model = ReconstructionSolver(ali, solver)
