@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from ali_replay.ali import build_ali
-from ali_replay.config import merge_config, resolve_config_path
+from ali_replay.config import at_least, merge_config, positive, resolve_config_path
 from ali_replay.errors import ConfigError
 from strategies._common import as_config, check_choice, module_nbytes
 from strategies.ali_generative_replay import ALIGenerativeReplay
@@ -47,8 +47,9 @@ class NoParams:
 class ERParams:
     """er: Avalanche's Replay, a buffer of real examples balanced over experiences."""
 
-    mem_size: int = 200  # examples kept (stored images are counted as uint8 + an int64 label)
-    memory_bytes: Optional[int] = None  # when set: as many examples as fit in this many bytes (overrides mem_size)
+    mem_size: int = field(default=200, metadata=at_least(1))  # examples kept (uint8 images + an int64 label each)
+    # when set: as many examples as fit in this many bytes (overrides mem_size)
+    memory_bytes: Optional[int] = field(default=None, metadata=at_least(0))
 
 
 @dataclass
@@ -59,12 +60,12 @@ class VAEReplayParams:
     The optimiser is Avalanche's default generator setting (BENCHMARKS.md, "Split digits").
     """
 
-    latent_dim: int = 16
-    hidden: int = 400  # MLP width (small images); 28x28 and 32x32 use convolutions
+    latent_dim: int = field(default=16, metadata=at_least(1))
+    hidden: int = field(default=400, metadata=at_least(1))  # MLP width (small images); 28x28 and 32x32: convolutions
     arch: str = "auto"  # auto | mlp | conv
-    lr: float = 0.01
-    weight_decay: float = 0.0001
-    replay_size: Optional[int] = None  # replay examples per batch (None: as many as real ones)
+    lr: float = field(default=0.01, metadata=positive())
+    weight_decay: float = field(default=0.0001, metadata=at_least(0))
+    replay_size: Optional[int] = field(default=None, metadata=at_least(1))  # per batch (None: as many as real ones)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class AvalancheGRParams:
     strategies/avalanche_gr.py for the one choice made (the space its replay lives in).
     """
 
-    replay_size: Optional[int] = None  # replayed images per mini-batch (None: as many as the real ones)
+    replay_size: Optional[int] = field(default=None, metadata=at_least(1))  # per mini-batch (None: as many as real)
     input_space: str = "mnist_normalised"  # mnist_normalised | unit
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ali_replay.config import ModelConfig, OptimConfig
+from ali_replay.config import ModelConfig, OptimConfig, at_least, check_ranges, positive
 from ali_replay.errors import ConfigError
 from ali_replay.training import check_optim
 from strategies._common import as_config, check_choice
@@ -41,17 +41,23 @@ class ReplayConfig:
     source: Optional[str] = None  # prior | class_latent | latent_memory | conditional; None: conditional for a
     # class-conditional generator, else class_latent (prior for an encoder-free one)
     labels: str = "solver_soft"  # stored | solver_soft (distillation at `temperature`) | solver_hard
-    temperature: float = 2.0
-    memory_bytes: int = 200_000  # latent_memory's budget for float16 codes (int16 labels)
+    temperature: float = field(default=2.0, metadata=positive())
+    memory_bytes: int = field(default=200_000, metadata=at_least(0))  # latent_memory's budget for float16 codes
     covariance: str = "full"  # class_latent: diag | full
-    latent_scale: float = 1.0  # spread of prior / class_latent draws (< 1: less diverse replay)
-    replay_size: Optional[int] = 60_000  # replay examples made per experience (None: as many as its real ones,
-    # at most MAX_EXPERIENCE_REPLAY); a set much larger than the experience keeps the solver from memorising it
-    replay_batch_size: Optional[int] = None  # replayed examples per solver step; None: the strategy's train_mb_size
-    ali_batch_size: Optional[int] = None  # real examples per generator step (the mini-batch's first); None: all
-    ali_replay_batch_size: Optional[int] = None  # replayed examples per generator step (the replay batch's first)
-    ali_epochs: Optional[int] = None  # generator passes per experience; None: one step per solver iteration
-    first_ali_epochs: Optional[int] = None  # the same in the first experience (real data only); None: ali_epochs
+    latent_scale: float = field(default=1.0, metadata=positive())  # spread of prior / class_latent draws
+    # replay examples made per experience (None: as many as its real ones, at most MAX_EXPERIENCE_REPLAY);
+    # a set much larger than the experience keeps the solver from memorising it
+    replay_size: Optional[int] = field(default=60_000, metadata=at_least(1))
+    # replayed examples per solver step; None: the strategy's train_mb_size
+    replay_batch_size: Optional[int] = field(default=None, metadata=at_least(1))
+    # real examples per generator step (the mini-batch's first); None: all
+    ali_batch_size: Optional[int] = field(default=None, metadata=at_least(1))
+    # replayed examples per generator step (the replay batch's first); None: all
+    ali_replay_batch_size: Optional[int] = field(default=None, metadata=at_least(1))
+    # generator passes per experience; None: one step per solver iteration
+    ali_epochs: Optional[int] = field(default=None, metadata=at_least(0))
+    # the same in the first experience (real data only); None: ali_epochs
+    first_ali_epochs: Optional[int] = field(default=None, metadata=at_least(0))
     filter_replay: bool = False  # keep only replay the previous solver assigns to the class it was made for
 
     def check(self) -> "ReplayConfig":
@@ -64,17 +70,7 @@ class ReplayConfig:
         if self.source == "prior" and self.labels == "stored":
             raise ConfigError("source=prior with labels=stored is invalid: prior samples carry no labels; "
                               "use labels=solver_soft or labels=solver_hard")
-        for name, low in (("replay_size", 1), ("replay_batch_size", 1), ("ali_batch_size", 1),
-                          ("ali_replay_batch_size", 1), ("ali_epochs", 0), ("first_ali_epochs", 0)):
-            value = getattr(self, name)
-            if value is not None and int(value) < low:
-                raise ConfigError(f"{name} must be >= {low} or null, got {value}")
-        if int(self.memory_bytes) < 0:
-            raise ConfigError(f"memory_bytes must be >= 0, got {self.memory_bytes}")
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if not self.latent_scale > 0:
-            raise ConfigError(f"latent_scale must be > 0, got {self.latent_scale}")
+        check_ranges(OmegaConf.structured(self), type(self))  # the bounds each field declares
         return self
 
 
@@ -143,8 +139,8 @@ def replay_config(config: Any = None, where: str = "ALIReplayPlugin's settings",
 class VAEModelConfig:
     """dgr's generator: `strategies.vae.VAE` (convolutions for 28x28 and 32x32 images, else an MLP)."""
 
-    latent_dim: int = 16
-    hidden: int = 400  # MLP width (small images)
+    latent_dim: int = field(default=16, metadata=at_least(1))
+    hidden: int = field(default=400, metadata=at_least(1))  # MLP width (small images)
     arch: str = "auto"  # auto | mlp | conv
 
 

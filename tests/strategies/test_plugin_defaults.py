@@ -45,3 +45,27 @@ def test_config_object_and_keywords_combine():
     assert plugin.config.optim.lr_g == replay_optim().lr_g and plugin.config.optim.cycle_x == replay_optim().cycle_x
     with pytest.raises(ConfigError, match="unknown config key 'pure_replay_epochs'"):
         ALIReplayPlugin(_ali(False), pure_replay_epochs=1)
+
+
+def test_every_numeric_strategy_setting_declares_its_range():
+    from ali_replay.config import numeric_fields_without_bounds
+    from strategies.registry import SCHEMAS
+
+    assert {name: numeric_fields_without_bounds(schema) for name, schema in SCHEMAS.items()
+            if numeric_fields_without_bounds(schema)} == {}
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"temperature": 0}, "'temperature': must be > 0"),
+    ({"replay_size": 0}, "'replay_size': must be >= 1"),
+    ({"ali_epochs": -1}, "'ali_epochs': must be >= 0"),
+    ({"memory_bytes": -5}, "'memory_bytes': must be >= 0"),
+])
+def test_out_of_range_settings_stop_the_plugin_and_the_registry(setting, message):
+    from strategies.registry import load_strategy_params
+
+    with pytest.raises(ConfigError, match=message):
+        ALIReplayPlugin(_ali(True), **setting)
+    key, value = next(iter(setting.items()))
+    with pytest.raises(ConfigError, match=message):
+        load_strategy_params(f"ali_replay+{key}={value}")
