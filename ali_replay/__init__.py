@@ -8,7 +8,7 @@ from ali_replay.ali import ALI, build_ali
 from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.data import DataSplits, ImageDataset, load_dataset
 from ali_replay.errors import CheckpointError, ConfigError, DataError, ShapeError, UserError
-from ali_replay.training import ALIOptimizers, make_optimizers, train_step
+from ali_replay.update import ALIOptimizers, make_optimizers, train_step
 
 __version__ = "0.1.0"
 

@@ -27,7 +27,7 @@ from ali_replay.guard import Divergence, check_epoch
 from ali_replay.pictures import save_interpolations, save_reconstructions, save_samples
 from ali_replay.run_lock import RunLock
 from ali_replay.runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
-from ali_replay.training import ALIOptimizers, Players, check_optim, make_optimizers, train_step
+from ali_replay.update import ALIOptimizers, Players, check_optim, make_optimizers, train_step
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from ali_replay.ali import build_ali
 from ali_replay.config import load_run_config
 from ali_replay.runtime import resolve_device
 from ali_replay.trainer import ALITrainer
-from ali_replay.training import UPDATE_ORDERS, make_optimizers
+from ali_replay.update import UPDATE_ORDERS, make_optimizers
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ali_replay.ali import ALI
 from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError
-from ali_replay.training import ALIOptimizers, check_optim, make_optimizers, train_step
+from ali_replay.update import ALIOptimizers, check_optim, make_optimizers, train_step
 from strategies._common import as_config
 from strategies.input_space import InputSpace, InputSpaceGenerator, infer_input_space
 from strategies.replay import replay_optim
@@ -51,7 +51,7 @@ class ALITraining(SupervisedTemplate):
         if not isinstance(model, ALI):
             raise ConfigError(f"ALITraining trains an ali_replay.ali.ALI, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, ALIOptimizers):
-            raise ConfigError("ALITraining takes the ALI's two optimizers (ali_replay.training.ALIOptimizers, "
+            raise ConfigError("ALITraining takes the ALI's two optimizers (ali_replay.update.ALIOptimizers, "
                               "from make_optimizers) or None to build them from optim_cfg; "
                               f"got {type(optimizer).__name__}")
         if input_space is not None and not isinstance(input_space, InputSpace):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ali_replay.config import ModelConfig, OptimConfig, at_least, check_ranges, positive
 from ali_replay.errors import ConfigError
-from ali_replay.training import check_optim
+from ali_replay.update import check_optim
 from strategies._common import as_config, check_choice
 
 SOURCES = ("prior", "class_latent", "latent_memory", "conditional")

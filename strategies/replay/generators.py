@@ -18,7 +18,7 @@ from ali_replay.ali import ALI
 from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError
 from ali_replay.runtime import evaluating
-from ali_replay.training import Players, check_optim, make_optimizers, train_step
+from ali_replay.update import Players, check_optim, make_optimizers, train_step
 from strategies._common import module_nbytes
 from strategies.replay.config import DGRRecipe, replay_optim
 from strategies.vae import VAE
@@ -73,7 +73,7 @@ class FrozenDecoder:
 
 
 class ALIGenerator:
-    """An ALI with its two optimizers (`ali_replay.training`); an encoder-free model trains as a plain GAN."""
+    """An ALI with its two optimizers (`ali_replay.update`); an encoder-free model trains as a plain GAN."""
 
     def __init__(self, ali: ALI, optim: Optional[OptimConfig] = None):
         optim = optim if optim is not None else replay_optim()

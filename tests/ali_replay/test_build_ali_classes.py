@@ -7,7 +7,7 @@ import torch
 from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.errors import ConfigError
-from ali_replay.training import make_optimizers, train_step
+from ali_replay.update import make_optimizers, train_step
 
 CFG = ModelConfig(preset="mlp", hidden=32, latent_dim=4, conditional=True)
 

@@ -11,7 +11,7 @@ from torch import nn
 from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.data import load_dataset
-from ali_replay.training import make_optimizers, train_step
+from ali_replay.update import make_optimizers, train_step
 
 
 class BatchSizes(SupervisedPlugin):

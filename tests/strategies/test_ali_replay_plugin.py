@@ -101,8 +101,8 @@ def test_replay_set_per_source_and_label_mode(source, labels, stream, make_ali):
     (dict(covariance="low_rank"), "valid values: diag, full"),
     (dict(source="prior", labels="stored"), "prior samples carry no labels"),
     (dict(source="conditional"), "needs a class-conditional generator"),
-    (dict(temperature=0), "temperature must be > 0"),
-    (dict(replay_size=0), "replay_size must be >= 1"),
+    (dict(temperature=0), "'temperature': must be > 0"),
+    (dict(replay_size=0), "'replay_size': must be >= 1"),
     (dict(optim={"lr": 0.1}), "unknown config key 'optim.lr'"),
 ])
 def test_invalid_arguments_raise_config_error(kwargs, message, make_ali):

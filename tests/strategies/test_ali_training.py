@@ -15,7 +15,7 @@ from torchvision import transforms
 from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.errors import ConfigError, UserError
-from ali_replay.training import make_optimizers
+from ali_replay.update import make_optimizers
 from strategies.ali_training import ALITraining
 from strategies.replay import replay_optim
 from strategies.input_space import InputSpace, InputSpaceGenerator

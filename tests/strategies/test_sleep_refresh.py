@@ -7,7 +7,7 @@ from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dat
 from avalanche.training import Naive
 
 from ali_replay.config import OptimConfig
-from ali_replay.training import make_optimizers, train_step
+from ali_replay.update import make_optimizers, train_step
 from strategies.ali_replay_plugin import ALIReplayPlugin
 from strategies.replay import ALIGenerator, FrozenDecoder, refresh_codes
 

@@ -7,7 +7,7 @@ from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.data import load_dataset
 from ali_replay.losses import discriminator_loss
 from ali_replay.runtime import evaluating
-from ali_replay.training import make_optimizers, train_step
+from ali_replay.update import make_optimizers, train_step
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_simultaneous_update_scores_both_players_on_one_discriminator_pass(digit
 
 def test_unknown_update_order_or_precision_and_distributed_simultaneous_are_refused(digits_batch):
     from ali_replay.errors import ConfigError
-    from ali_replay.training import check_update_order
+    from ali_replay.update import check_update_order
     x, _ = digits_batch
     ali = build_ali((1, 8, 8), ModelConfig(preset="mlp", hidden=32, latent_dim=4))
     opt = make_optimizers(ali, OptimConfig())
