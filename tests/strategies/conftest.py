@@ -139,3 +139,23 @@ def make_normalised_stream(digits, per_class=PER_CLASS, mean=0.3, std=0.4):
 def normalised_stream_factory(digits):
     """make_normalised_stream bound to the digits."""
     return lambda **kw: make_normalised_stream(digits, **kw)
+
+
+def _stream_accuracy(model, stream) -> float:
+    """Accuracy of `model` over every experience of a test stream (eval transforms)."""
+    from torch.utils.data import DataLoader
+
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for experience in stream:
+            for x, y, *_ in DataLoader(experience.dataset.eval(), batch_size=256):
+                correct += int((model(x).argmax(1) == y).sum())
+                total += len(y)
+    return correct / total
+
+
+@pytest.fixture(scope="session")
+def stream_accuracy():
+    """The function (model, test stream) -> accuracy over the whole stream."""
+    return _stream_accuracy

@@ -9,7 +9,6 @@ from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dat
 from avalanche.core import SupervisedPlugin
 from avalanche.training import GenerativeReplay, Naive
 from avalanche.training.plugins import GenerativeReplayPlugin
-from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from ali_replay.ali import build_ali
@@ -86,19 +85,6 @@ def test_alitraining_trains_a_conditional_ali_alone(stream, make_ali):
 MEAN, STD = 0.3, 0.4  # a SplitMNIST-style Normalize for the digits
 
 
-def _normalised_stream(digits, per_class, mean=MEAN, std=STD):
-    """Split digits (5 experiences of 2 classes) behind a Normalize, as Avalanche's SplitMNIST does."""
-    x, y = digits
-    keep = torch.cat([torch.nonzero(y[:1400] == c).flatten()[:per_class] for c in range(10)])
-    train = _make_taskaware_tensor_classification_dataset(x[keep], y[keep])
-    test = _make_taskaware_tensor_classification_dataset(x[1400:], y[1400:])
-    normalize = transforms.Normalize((mean,), (std,))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return nc_benchmark(train, test, 5, task_labels=False, seed=0, fixed_class_order=list(range(10)),
-                            train_transform=normalize, eval_transform=normalize)
-
-
 class ReplayRange(SupervisedPlugin):
     """Records the value range of the examples appended to each mini-batch (after the real ones)."""
 
@@ -116,18 +102,6 @@ class ReplayRange(SupervisedPlugin):
             self.ranges.append((float(extra.min()), float(extra.max())))
 
 
-def _accuracy(model, stream):
-    """Accuracy over every test experience."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for experience in stream:
-            for x, y, *_ in DataLoader(experience.dataset.eval(), batch_size=256):
-                correct += int((model(x).argmax(1) == y).sum())
-                total += len(y)
-    return correct / total
-
-
 def test_replay_optimiser_settings_are_the_default(make_ali):
     strategy = ALITraining(model=make_ali())
     assert strategy.optim_cfg == replay_optim()  # the plugin's settings, from one place
@@ -139,10 +113,11 @@ def test_replay_optimiser_settings_are_the_default(make_ali):
     assert ALITraining(model=make_ali(), optim_cfg=OptimConfig()).optim_cfg.cycle_x == 1.0  # a whole config as given
 
 
-def test_generated_replay_lands_in_the_solvers_input_space(digits, make_ali, make_solver, evaluator):
+def test_generated_replay_lands_in_the_solvers_input_space(normalised_stream_factory, make_ali, make_solver,
+                                                            evaluator):
     torch.manual_seed(0)
     mean, std = 0.5, 0.25  # u = 0.5, the grey an untrained decoder gives, goes to 0
-    stream = _normalised_stream(digits, per_class=20, mean=mean, std=std)
+    stream = normalised_stream_factory(per_class=20, mean=mean, std=std)
     ali, solver = make_ali(), make_solver()
     solver_side = ReplayRange()
     generator = ALITraining(model=ali, train_mb_size=20, plugins=[GenerativeReplayPlugin()])
@@ -161,8 +136,8 @@ def test_generated_replay_lands_in_the_solvers_input_space(digits, make_ali, mak
     assert min(lo for lo, _ in solver_side.ranges) < -0.2
 
 
-def test_wrong_input_space_is_refused_before_the_first_update(digits, make_ali):
-    stream = _normalised_stream(digits, per_class=20)
+def test_wrong_input_space_is_refused_before_the_first_update(normalised_stream_factory, make_ali):
+    stream = normalised_stream_factory(per_class=20, mean=MEAN, std=STD)
     ali = make_ali()
     before = copy.deepcopy(ali.state_dict())
     strategy = ALITraining(model=ali, train_mb_size=20, input_space=InputSpace(), plugins=[GenerativeReplayPlugin()])
@@ -174,9 +149,10 @@ def test_wrong_input_space_is_refused_before_the_first_update(digits, make_ali):
 
 
 @pytest.mark.slow
-def test_alitraining_replay_beats_naive_on_normalised_split_digits(digits, evaluator):
+def test_alitraining_replay_beats_naive_on_normalised_split_digits(normalised_stream_factory, stream_accuracy,
+                                                                   evaluator):
     """About 20 s: 5 experiences of 280 images, 10 epochs of solver and ALI each."""
-    stream = _normalised_stream(digits, per_class=140)
+    stream = normalised_stream_factory(per_class=140, mean=MEAN, std=STD)
     final = {}
     for kind in ("naive", "ali_training"):
         torch.manual_seed(0)
@@ -192,7 +168,7 @@ def test_alitraining_replay_beats_naive_on_normalised_split_digits(digits, evalu
             strategy = GenerativeReplay(**common, generator_strategy=generator)
         for experience in stream.train_stream:
             strategy.train(experience)
-        final[kind] = _accuracy(solver, stream.test_stream)
+        final[kind] = stream_accuracy(solver, stream.test_stream)
     # Seeds 0-2 gave 0.37-0.48 against naive's 0.17-0.18 (the old optimiser defaults: 0.19).
     assert final["naive"] < 0.25
     assert final["ali_training"] >= final["naive"] + 0.15, final

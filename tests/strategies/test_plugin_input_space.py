@@ -4,7 +4,6 @@ import copy
 import pytest
 import torch
 from avalanche.training import Naive
-from torch.utils.data import DataLoader
 
 from ali_replay.errors import ConfigError, UserError
 from strategies import ALIReplayPlugin
@@ -25,18 +24,6 @@ class SolverInputs(torch.nn.Module):
         if self.training:
             self.minima.append(float(x.min()))
         return self.solver(x)
-
-
-def _accuracy(model, stream):
-    """Accuracy over every test experience."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for experience in stream:
-            for x, y, *_ in DataLoader(experience.dataset.eval(), batch_size=256):
-                correct += int((model(x).argmax(1) == y).sum())
-                total += len(y)
-    return correct / total
 
 
 def test_plugin_replays_in_the_streams_normalised_space(normalised_stream_factory, make_ali, make_solver, evaluator):
@@ -81,8 +68,8 @@ def test_an_optimizer_over_the_generator_is_refused(stream, make_ali, make_solve
 
 
 @pytest.mark.slow
-def test_normalised_stream_matches_unit_stream_and_beats_naive(normalised_stream_factory, make_ali, make_solver,
-                                                                evaluator):
+def test_normalised_stream_matches_unit_stream_and_beats_naive(normalised_stream_factory, stream_accuracy, make_ali,
+                                                                make_solver, evaluator):
     """About 30 s: the same replay on [0, 1] digits and on normalised ones, and no replay."""
     streams = {"unit": normalised_stream_factory(per_class=100, mean=0.0, std=1.0),
                "normalised": normalised_stream_factory(per_class=100)}
@@ -95,7 +82,7 @@ def test_normalised_stream_matches_unit_stream_and_beats_naive(normalised_stream
                          train_epochs=8, plugins=plugins, evaluator=evaluator())
         for experience in stream.train_stream:
             strategy.train(experience)
-        final[name] = _accuracy(solver, stream.test_stream)
+        final[name] = stream_accuracy(solver, stream.test_stream)
     assert final["normalised"] >= final["naive"] + 0.2, final
     # Seed 0: 0.68 normalised, 0.53 on [0, 1] (a solver learns centred inputs faster), 0.18 naive.
     assert final["normalised"] >= final["unit"] - 0.05, final
