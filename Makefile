@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ali-replay compare
+	$(BIN)/ali-replay compare --resume  # a second `make demo` shows the finished comparison again
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
