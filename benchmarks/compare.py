@@ -446,7 +446,7 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
     cfg = validate_compare_config(cfg.copy())
     registry = _registry()
     for spec in cfg.strategies:
-        registry.load_strategy_params(spec)  # unknown names/variants fail before any training
+        registry.load_strategy_params(spec)  # unknown names, recipes and keys fail before any training
     dist_ctx = distributed.init_from_env(resolve_device(cfg.device))  # joins torchrun's group, if any
     check_distributed(cfg)
     out = Path(cfg.output_dir)
