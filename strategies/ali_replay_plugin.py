@@ -76,6 +76,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self._old_groups: list[tuple[int, int]] = []
         self._prev_decoder = None
         self._solver: Optional[torch.nn.Module] = None
+        self._teacher: Optional[torch.nn.Module] = None  # the solver as it left the latest experience
         self._device = torch.device("cpu")
         self._epoch = 0
         self._real: Optional[tuple[torch.Tensor, torch.Tensor]] = None
@@ -148,8 +149,10 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             return
         if self.source.keeps_statistics:
             self._prev_decoder = self.generator.frozen_decoder()
-        teacher = None
-        if self.labeller.needs_teacher:
+        # Copied after the previous experience, not here: Avalanche has already grown the model's
+        # heads for this experience, and untrained new units would teach the student false scores.
+        teacher = self._teacher if self.labeller.needs_teacher else None
+        if teacher is None and self.labeller.needs_teacher:
             teacher = self._frozen_solver(strategy)
         n = self.config.replay_size or min(len(strategy.experience.dataset), MAX_EXPERIENCE_REPLAY)
         self.replay = self.make_replay(n, self._old_groups, teacher)
@@ -201,6 +204,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         if extra > 0:
             self._extra_generator_epochs(strategy, extra)
         self.sleep(strategy)
+        if self.labeller.needs_teacher:
+            self._teacher = self._frozen_solver(strategy)
         self.replay = self._batches = self.replay_batch = self._real = self._prev_decoder = None
 
     # ------------------------------------------------------------------ wake
