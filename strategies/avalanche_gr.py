@@ -71,12 +71,11 @@ def from_mnist_space(x: Tensor) -> Tensor:
     return x * MNIST_STD + MNIST_MEAN
 
 
-class MNISTNormalisedInput(SupervisedPlugin):
-    """Maps each real mini-batch into MlpVAE's output space before anything else sees it.
+class ReplayRecorder(SupervisedPlugin):
+    """Keeps the first replayed images of each experience of Avalanche's GenerativeReplay (for plots).
 
-    It must come before the `GenerativeReplayPlugin` of its strategy: the replay that plugin
-    appends is already in that space. It also keeps the first replayed images of each
-    experience, mapped back to [0, 1], in `last_replay` (for the harness's replay plots).
+    It must run before GenerativeReplayPlugin: it notes the real batch size, and the
+    replay Avalanche appends after it is read at `before_forward`.
     """
 
     def __init__(self):
@@ -85,19 +84,37 @@ class MNISTNormalisedInput(SupervisedPlugin):
         self._n_real = 0
         self._pending = False
 
+    @staticmethod
+    def to_picture(x: Tensor) -> Tensor:
+        """Replayed images as pictures in [0, 1] (they already are here)."""
+        return x
+
     def before_training_exp(self, strategy, *args, **kwargs):
         self._pending = True
 
     def before_training_iteration(self, strategy, *args, **kwargs):
-        strategy.mbatch[0] = to_mnist_space(strategy.mbatch[0])
         self._n_real = len(strategy.mbatch[0])
 
     def before_forward(self, strategy, *args, **kwargs):
         if self._pending and len(strategy.mb_x) > self._n_real:
             x, y = strategy.mb_x[self._n_real:], strategy.mb_y[self._n_real:]
-            self.last_replay = (from_mnist_space(x[:PREVIEW_SIZE]).detach().cpu(),
+            self.last_replay = (self.to_picture(x[:PREVIEW_SIZE]).detach().cpu(),
                                 y[:PREVIEW_SIZE].detach().long().cpu())
             self._pending = False
+
+
+class MNISTNormalisedInput(ReplayRecorder):
+    """Maps each real mini-batch into MlpVAE's output space before anything else sees it.
+
+    It must come before the `GenerativeReplayPlugin` of its strategy: the replay that plugin
+    appends is already in that space. Its `last_replay` is mapped back to [0, 1].
+    """
+
+    to_picture = staticmethod(from_mnist_space)
+
+    def before_training_iteration(self, strategy, *args, **kwargs):
+        strategy.mbatch[0] = to_mnist_space(strategy.mbatch[0])
+        super().before_training_iteration(strategy, *args, **kwargs)
 
     def before_eval_iteration(self, strategy, *args, **kwargs):
         strategy.mbatch[0] = to_mnist_space(strategy.mbatch[0])

@@ -22,7 +22,7 @@ from ali_replay.errors import ConfigError
 from strategies._common import as_config, check_choice, module_nbytes
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
-from strategies.avalanche_gr import MNISTNormalisedInput, build_avalanche_gr
+from strategies.avalanche_gr import ReplayRecorder, build_avalanche_gr
 from strategies.reconstruction_solver import ReconstructionSolver
 from strategies.replay import SOLVER_INPUTS, DGRRecipe, GANReplayRecipe, ReplayConfig, ReplayRecipe, replay_fields
 from strategies.vae import VAE
@@ -192,32 +192,6 @@ def _params(name: str, params: Optional[Mapping], base: Optional[Mapping] = None
 # --------------------------------------------------------------------------- building
 
 
-class _ReplayRecorder(SupervisedPlugin):
-    """Keeps the first replayed images of each experience of Avalanche's GenerativeReplay (for plots).
-
-    It must run before GenerativeReplayPlugin: it notes the real batch size, and the
-    replay Avalanche appends after it is read at `before_forward`.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.last_replay: Optional[tuple[Tensor, Tensor]] = None
-        self._n_real = 0
-        self._pending = False
-
-    def before_training_exp(self, strategy, *args, **kwargs):
-        self._pending = True
-
-    def before_training_iteration(self, strategy, *args, **kwargs):
-        self._n_real = len(strategy.mbatch[0])
-
-    def before_forward(self, strategy, *args, **kwargs):
-        if self._pending and len(strategy.mb_x) > self._n_real:
-            x, y = strategy.mb_x[self._n_real:], strategy.mb_y[self._n_real:]
-            self.last_replay = (x[:PREVIEW_SIZE].detach().cpu(), y[:PREVIEW_SIZE].detach().long().cpu())
-            self._pending = False
-
-
 def _silent_evaluator() -> EvaluationPlugin:
     """An evaluator without metrics or loggers, for the generator's own strategy."""
     return EvaluationPlugin(loggers=[])
@@ -322,7 +296,7 @@ def _build_vae_replay(p: dict, ctx: StrategyContext, common: dict, extra_plugins
         train_epochs=generator_epochs, eval_mb_size=ctx.eval_mb_size, device=common["device"],
         plugins=[GenerativeReplayPlugin(replay_size=replay_size)], evaluator=_silent_evaluator)
     # The recorder goes first so that it sees each batch before Avalanche extends it.
-    plugins = [_ReplayRecorder()] + extra_plugins
+    plugins = [ReplayRecorder()] + extra_plugins
     return GenerativeReplay(generator_strategy=generator_strategy, replay_size=replay_size, plugins=plugins, **common)
 
 
@@ -377,7 +351,7 @@ def replay_preview(strategy) -> Optional[tuple[Tensor, Tensor]]:
     plugin = _find(strategy, ALIReplayPlugin)
     if plugin is not None:
         return plugin.last_replay
-    recorder = _find(strategy, MNISTNormalisedInput) or _find(strategy, _ReplayRecorder)
+    recorder = _find(strategy, ReplayRecorder)  # MNISTNormalisedInput (avalanche_gr) is one too
     if recorder is not None:
         return recorder.last_replay
     replay = _find(strategy, ReplayPlugin)
