@@ -134,8 +134,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self._epoch = 0
         self._space_checked = False
         if self.input_space is None:
-            with torch.random.fork_rng(devices=[]):  # random augmentations of the look must not shift the run's draws
-                self.input_space = infer_input_space(strategy.experience)
+            self.input_space = infer_input_space(strategy.experience)
             self.labeller.solver_space = self.input_space
             logger.info("replay in the stream's input space %r", self.input_space)
         current = experience_groups(strategy.experience)
@@ -151,9 +150,9 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             self._prev_decoder = self.generator.frozen_decoder()
         # Copied after the previous experience, not here: Avalanche has already grown the model's
         # heads for this experience, and untrained new units would teach the student false scores.
-        teacher = self._teacher if self.labeller.needs_teacher else None
-        if teacher is None and self.labeller.needs_teacher:
-            teacher = self._frozen_solver(strategy)
+        teacher = None
+        if self.labeller.needs_teacher:  # the copy kept after the previous experience, else one now
+            teacher = self._teacher if self._teacher is not None else self._frozen_solver(strategy)
         n = self.config.replay_size or min(len(strategy.experience.dataset), MAX_EXPERIENCE_REPLAY)
         self.replay = self.make_replay(n, self._old_groups, teacher)
         self._batches = ReplayBatches(self.replay, self.rng)

@@ -90,8 +90,7 @@ class ALITraining(SupervisedTemplate):
     def _before_training_exp(self, **kwargs):
         # Before the plugins copy the generator: the copy must know the space it replays in.
         if self.model.space is None:
-            with torch.random.fork_rng(devices=[]):  # the look's random augmentations must not shift the run's draws
-                self.model.space = infer_input_space(self.experience)
+            self.model.space = infer_input_space(self.experience)
             logger.info("ALITraining replays in %r", self.model.space)
         super()._before_training_exp(**kwargs)
 

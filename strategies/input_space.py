@@ -262,17 +262,18 @@ def sample_images(data: Any, n: int = SAMPLE_IMAGES, group: str = "train") -> Op
     if size == 0:
         return None
     idx = torch.linspace(0, size - 1, min(n, size)).round().long().unique().tolist()
-    # Its own generator: a loader seeds its workers from the global RNG, and a look at the data
-    # must not change the draws of the run that follows it.
     loader = DataLoader(Subset(dataset, idx), batch_size=SAMPLE_BATCH, shuffle=False,
-                        collate_fn=getattr(dataset, "collate_fn", None), generator=torch.Generator())
+                        collate_fn=getattr(dataset, "collate_fn", None))
     out = []
-    for batch in loader:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        if not torch.is_tensor(x):
-            raise DataError(f"the dataset yields {type(x).__name__} images, not tensors; add ToTensor() "
-                            "to its transforms")
-        out.append(x.float())
+    # A look at the data must not change the draws of the run that follows it: the loader seeds
+    # itself from the global RNG, and random augmentations draw from it too.
+    with torch.random.fork_rng(devices=[]):
+        for batch in loader:
+            x = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if not torch.is_tensor(x):
+                raise DataError(f"the dataset yields {type(x).__name__} images, not tensors; add ToTensor() "
+                                "to its transforms")
+            out.append(x.float())
     return torch.cat(out)
 
 
@@ -310,7 +311,7 @@ def infer_input_space(data: Any, n: int = SAMPLE_IMAGES) -> InputSpace:
 
     A Normalize found in the transforms is checked against the images (values outside
     its image of [0, 1] mean the data was not in [0, 1] before it). Raises a UserError
-    naming the fix when it cannot tell.
+    naming the fix when it cannot tell. torch's global RNG is left as it was found.
     """
     images = sample_images(data, n)
     space = space_from_transforms(data)

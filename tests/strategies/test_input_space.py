@@ -119,6 +119,15 @@ def test_cifar_style_normalise_crop_flip_on_generated_data():
     space.check(seen)
 
 
+def test_looking_at_augmented_data_leaves_the_global_rng_alone():
+    train_t, eval_t = _cifar_transforms()  # random crops and flips draw from torch's global RNG
+    experience = _stream(_pixels(64), train_t, eval_t).train_stream[1]
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    infer_input_space(experience)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_range_inference_when_no_normalize_is_visible():
     # The same normalisation hidden in a Lambda: worked out from the images' range instead.
     normalize = transforms.Normalize(CIFAR_MEAN, CIFAR_STD)
