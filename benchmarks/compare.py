@@ -14,7 +14,9 @@ Only the `train` calls count towards `train_seconds` (per experience: `experienc
 `resource.getrusage(RUSAGE_SELF).ru_maxrss` when the run ends: with `jobs > 1` each run has its
 own process (`rss_scope: "run"`); with `jobs = 1` all runs share the calling process, so it is the
 process peak so far (`rss_scope: "process"`). `memory_bytes` is the largest
-`strategy_memory_bytes` seen after any experience. The samples a generative strategy replayed
+`strategy_memory_bytes` seen after any experience, and `memory` the same bytes by kind
+(`strategy_memory`: generator, stored_examples, statistics, teacher) after that experience,
+so they add up to `memory_bytes`. The samples a generative strategy replayed
 (`replay_preview`) are kept per experience in `replay/<strategy>_seed<k>.npz`.
 
 `compare(cfg)` runs every strategy x seed and, after each run, rewrites `results.json` and
@@ -260,7 +262,7 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
     replay_experiences: list[int] = []
     train_seconds = eval_seconds = 0.0
     experience_seconds: list[float] = []
-    memory = 0
+    memory = dict.fromkeys(registry.MEMORY_KINDS, 0)  # bytes kept by kind, where their sum was largest
     offline = _is_offline(strategy)
     try:
         if offline:
@@ -275,7 +277,7 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
             acc_matrix = [list(row) for _ in range(t_count)]
             if val_row is not None:
                 val_matrix = [list(val_row) for _ in range(t_count)]
-            memory = int(registry.strategy_memory_bytes(strategy))
+            memory = registry.strategy_memory(strategy)
         else:
             for i, experience in enumerate(train_stream):
                 log.info("%s seed %d: training experience %d/%d (classes %s)", strategy_spec, seed, i + 1,
@@ -284,7 +286,9 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
                 strategy.train(experience, num_workers=0)
                 experience_seconds.append(round(time.perf_counter() - tic, 3))
                 train_seconds += experience_seconds[-1]
-                memory = max(memory, int(registry.strategy_memory_bytes(strategy)))
+                kept = registry.strategy_memory(strategy)
+                if sum(kept.values()) > sum(memory.values()):
+                    memory = kept
                 preview = registry.replay_preview(strategy)
                 if preview is not None:
                     images, labels = preview
@@ -322,7 +326,8 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
         "experience_seconds": experience_seconds,
         "peak_rss_mb": _peak_rss_mb(),
         "rss_scope": "process",
-        "memory_bytes": memory,
+        "memory_bytes": sum(memory.values()),
+        "memory": memory,
         "offline": offline,
         "n_experiences": t_count,
         "class_order": bundle.class_order,

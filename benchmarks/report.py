@@ -4,10 +4,11 @@
 
 * `report.md` - settings, the summary table (strategy, final average accuracy mean ± std over
   seeds with the best in bold, forgetting, BWT, training seconds, memory, peak RSS, seeds),
-  links to the plots, per-run rows, and the command line that produced the results. Runs with
-  a validation stream (`benchmark.validation` > 0) add their final validation accuracy beside
-  the test one in both tables. Everything in it comes from `results.json`, so rebuilding it
-  gives the same bytes.
+  the memory by kind (generator weights, stored examples, statistics, teacher; "-" for runs
+  recorded before results held it), links to the plots, per-run rows, and the command line
+  that produced the results. Runs with a validation stream (`benchmark.validation` > 0) add
+  their final validation accuracy beside the test one in both tables. Everything in it comes
+  from `results.json`, so rebuilding it gives the same bytes.
 * `results.csv` - one row per run.
 * `plots/accuracy_curve.png` - average accuracy over the experiences seen so far, after each
   experience: one line per strategy (mean over seeds) with a min-max band over seeds.
@@ -41,10 +42,16 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 CSV_COLUMNS: tuple[str, ...] = (
     "strategy", "seed", "final_avg_acc", "avg_forgetting", "bwt", "train_seconds", "eval_seconds",
-    "peak_rss_mb", "rss_scope", "memory_bytes", "threads", "device", "started_at", "finished_at",
+    "peak_rss_mb", "rss_scope", "memory_bytes", "memory", "threads", "device", "started_at", "finished_at",
     "avg_acc_curve", "acc_matrix", "final_avg_val_acc", "val_acc_matrix",
 )
 MB = 2 ** 20
+KB = 2 ** 10
+# The kinds of kept bytes a run records under `memory` (strategies.registry.strategy_memory), as headed.
+MEMORY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("generator", "generator"), ("stored_examples", "stored examples"), ("statistics", "statistics"),
+    ("teacher", "teacher"),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +140,7 @@ def summarize(runs: Iterable[dict], order: Sequence[str] | None = None) -> dict[
         memory = [int(r["memory_bytes"]) for r in mine if r.get("memory_bytes") is not None]
         rss = [float(r["peak_rss_mb"]) for r in mine if r.get("peak_rss_mb") is not None]
         val = [float(r["final_avg_val_acc"]) for r in mine if r.get("final_avg_val_acc") is not None]
+        kinds = [r["memory"] for r in mine if r.get("memory") is not None]
         summary[name] = {
             "final_avg_acc_mean": _mean(acc),
             "final_avg_acc_std": _std(acc),
@@ -147,6 +155,8 @@ def summarize(runs: Iterable[dict], order: Sequence[str] | None = None) -> dict[
             "bwt_mean": _mean([float(r["bwt"]) for r in mine]),
             "bwt_std": _std([float(r["bwt"]) for r in mine]),
             "memory_bytes": max(memory) if memory else None,
+            # Each kind's largest over the seeds that recorded it (None when none did).
+            "memory": {k: max(int(m.get(k, 0)) for m in kinds) for k, _ in MEMORY_COLUMNS} if kinds else None,
             "peak_rss_mb_max": max(rss) if rss else None,
         }
     return summary
@@ -193,6 +203,15 @@ def _mb(value: float | None) -> str:
     return f"{value / MB:.2f}"
 
 
+def _size(value: int | None) -> str:
+    """Bytes in kB below a MB, else in MB (both powers of two); "-" when not recorded."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value / KB:.1f} kB" if value < MB else f"{value / MB:.2f} MB"
+
+
 def _or(value: Any, default: str) -> Any:
     return default if value is None else value
 
@@ -226,6 +245,26 @@ def has_validation(results: dict) -> bool:
     return any(r.get("final_avg_val_acc") is not None for r in results["runs"])
 
 
+def _memory_table(order: Sequence[str], summary: dict[str, dict]) -> list[str]:
+    """The "Memory" section: each strategy's kept bytes, in all and by kind (the largest over seeds)."""
+    lines = [
+        "", "## Memory", "",
+        "What each strategy keeps between experiences besides the solver, each figure the largest over seeds; kB = 2^10 and "
+        "MB = 2^20 bytes. generator: the generative model's weights (discriminator included); stored examples: "
+        "real examples, or the encoder's codes of real ones, with their labels; statistics: per-class latent "
+        "Gaussians; teacher: the frozen previous solver that labels replay (a copy of the solver, not a memory "
+        "of the data). \"-\": recorded before results held the breakdown.",
+        "",
+        "| strategy | memory | " + " | ".join(head for _, head in MEMORY_COLUMNS) + " |",
+        "| --- | --- |" + " --- |" * len(MEMORY_COLUMNS),
+    ]
+    for name in order:
+        kinds = summary[name]["memory"] or {}
+        cells = " | ".join(_size(kinds.get(key)) for key, _ in MEMORY_COLUMNS)
+        lines.append(f"| {name} | {_size(summary[name]['memory_bytes'])} | {cells} |")
+    return lines
+
+
 def render_markdown(results: dict) -> str:
     """The text of `report.md` (a pure function of the results)."""
     cfg = results.get("config") or {}
@@ -256,7 +295,7 @@ def render_markdown(results: dict) -> str:
         "## Summary",
         "",
         "Accuracies, forgetting and BWT in %, mean over seeds (accuracy ± sample std). Memory is what "
-        "the strategy keeps for replay (buffer or generator); MB = 2^20 bytes.",
+        "the strategy keeps for replay (buffer or generator), by kind under Memory below; MB = 2^20 bytes.",
         "",
         f"| strategy | final avg acc |{val_head} forgetting | BWT | train s | memory (MB) | peak RSS (MB) | seeds |",
         f"| --- | --- |{val_rule} --- | --- | --- | --- | --- | --- |",
@@ -280,6 +319,7 @@ def render_markdown(results: dict) -> str:
                    "process, jobs = 1), so later runs include earlier ones' peaks.",
     }
     lines += [""] + [note.get(s, f"Peak RSS scope: {s}.") for s in scopes]
+    lines += _memory_table(order, summary)
     paths = _plot_paths(results)
     lines += ["", "## Plots", "", f"![average accuracy over seen experiences]({paths['curve']})", ""]
     for name in order:

@@ -24,7 +24,8 @@ from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
 from strategies.avalanche_gr import ReplayRecorder, build_avalanche_gr
 from strategies.reconstruction_solver import ReconstructionSolver
-from strategies.replay import SOLVER_INPUTS, DGRRecipe, GANReplayRecipe, ReplayConfig, ReplayRecipe, replay_fields
+from strategies.replay import (SOLVER_INPUTS, DGRRecipe, GANReplayRecipe, LatentMemorySource, ReplayConfig,
+                               ReplayRecipe, replay_fields)
 from strategies.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ SCENARIOS = ("class_incremental", "task_incremental")
 PIXEL_BYTES = 1
 LABEL_BYTES = 8
 PREVIEW_SIZE = 64
+# The kinds of bytes a strategy keeps between experiences (strategy_memory).
+MEMORY_KINDS = ("generator", "stored_examples", "statistics", "teacher")
 
 @dataclass
 class NoParams:
@@ -318,6 +321,47 @@ def _example_bytes(dataset) -> int:
     return _stored_bytes(int(dataset[0][0].numel()))
 
 
+def _memory(**bytes_by_kind: int) -> dict[str, int]:
+    """Kept bytes by kind: every one of MEMORY_KINDS, in order (0 where not given)."""
+    return {kind: int(bytes_by_kind.get(kind, 0)) for kind in MEMORY_KINDS}
+
+
+def strategy_memory(strategy) -> dict[str, int]:
+    """The bytes `strategy_memory_bytes` counts, by kind (MEMORY_KINDS); they add up to it.
+
+    generator: the weights of the generative model (the ALI's or GAN's incl. the
+    discriminator, dgr's and vae_replay's VAE, avalanche_gr's MlpVAE).
+    stored_examples: real examples or what stands for them: er's buffer and joint's data
+    (uint8 images plus int64 labels), the latent memory's encoder codes of real images
+    (float16) and their labels (int16).
+    statistics: what a replay source keeps about the classes instead of examples: the
+    per-class Gaussians' means and (co)variances (float32).
+    teacher: the frozen previous solver kept to label, filter or distil replay (ali_replay's
+    solver labels, Avalanche's GenerativeReplay). It is a copy of the solver, not a memory of
+    the data, so it has a kind of its own; the first three are what the method keeps of past data.
+    """
+    plugin = _find(strategy, ALIReplayPlugin)
+    if plugin is not None:
+        generator, kept = plugin.generator.nbytes, plugin.source.nbytes
+        # The plugin counts the generator, its source and the frozen previous solver (ALIReplayPlugin.nbytes).
+        teacher = plugin.nbytes() - generator - kept
+        if isinstance(plugin.source, LatentMemorySource):
+            return _memory(generator=generator, stored_examples=kept, teacher=teacher)
+        return _memory(generator=generator, statistics=kept, teacher=teacher)
+    generative = _find(strategy, GenerativeReplayPlugin)
+    if generative is not None:
+        generator = generative.generator_strategy.model if generative.generator_strategy else None
+        return _memory(generator=module_nbytes(generator), teacher=module_nbytes(strategy.model))
+    replay = _find(strategy, ReplayPlugin)
+    if replay is not None:
+        buffer = replay.storage_policy.buffer
+        return _memory(stored_examples=len(buffer) * _example_bytes(buffer) if len(buffer) else 0)
+    if isinstance(strategy, Cumulative):
+        data = strategy.dataset
+        return _memory(stored_examples=len(data) * _example_bytes(data) if data is not None and len(data) else 0)
+    return _memory()
+
+
 def strategy_memory_bytes(strategy) -> int:
     """Bytes a strategy keeps between experiences besides the solver itself.
 
@@ -325,25 +369,11 @@ def strategy_memory_bytes(strategy) -> int:
     uint8 images plus int64 labels. ali_replay / gan_replay / dgr: the ALI's (GAN's, VAE's) weights
     incl. the discriminator, stored codes (float16) and labels (int16), Gaussian
     statistics (float32), plus the frozen previous solver when labels come from it.
-    vae_replay: the VAE's weights plus the frozen previous solver Avalanche labels
-    replay with. Frozen copies of the generator used within an experience are counted
-    for no method.
+    vae_replay and avalanche_gr: the VAE's weights plus the frozen previous solver Avalanche
+    labels replay with. Frozen copies of the generator used within an experience are counted
+    for no method. `strategy_memory` gives the same bytes by kind.
     """
-    plugin = _find(strategy, ALIReplayPlugin)
-    if plugin is not None:
-        return plugin.nbytes()
-    generative = _find(strategy, GenerativeReplayPlugin)
-    if generative is not None:
-        generator = generative.generator_strategy.model if generative.generator_strategy else None
-        return module_nbytes(generator) + module_nbytes(strategy.model)
-    replay = _find(strategy, ReplayPlugin)
-    if replay is not None:
-        buffer = replay.storage_policy.buffer
-        return len(buffer) * _example_bytes(buffer) if len(buffer) else 0
-    if isinstance(strategy, Cumulative):
-        data = strategy.dataset
-        return len(data) * _example_bytes(data) if data is not None and len(data) else 0
-    return 0
+    return sum(strategy_memory(strategy).values())
 
 
 def replay_preview(strategy) -> Optional[tuple[Tensor, Tensor]]:
