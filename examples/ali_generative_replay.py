@@ -5,8 +5,7 @@ import torch
 from avalanche.benchmarks.classic import SplitMNIST
 from avalanche.models import SimpleMLP
 
-from ali_replay import ModelConfig, build_ali
-from strategies import ALIGenerativeReplay
+from strategies import ALIGenerativeReplay, replay_ali
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--data-root", default="../shared/data", help="folder holding MNIST/raw")
@@ -18,7 +17,7 @@ args = parser.parse_args()
 # SplitMNIST's default transform normalises: the plugin finds its Normalize and replays normalised images.
 benchmark = SplitMNIST(n_experiences=5, seed=1234, dataset_root=args.data_root)
 solver = SimpleMLP(num_classes=10, hidden_size=400, hidden_layers=2)
-ali = build_ali((1, 28, 28), ModelConfig(conditional=True, width=0.5), num_classes=benchmark.n_classes)
+ali = replay_ali((1, 28, 28), num_classes=benchmark.n_classes)
 strategy = ALIGenerativeReplay(model=solver, optimizer=torch.optim.Adam(solver.parameters(), lr=1e-3), ali=ali,
                                train_mb_size=128, train_epochs=args.epochs)
 

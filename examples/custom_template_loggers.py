@@ -9,8 +9,7 @@ from avalanche.models import SimpleMLP
 from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.templates import SupervisedTemplate
 
-from ali_replay import ModelConfig, build_ali
-from strategies import ALIReplayPlugin
+from strategies import ALIReplayPlugin, replay_ali
 from strategies.input_space import InputSpace
 
 parser = argparse.ArgumentParser(description=__doc__)
@@ -25,7 +24,7 @@ solver = SimpleMLP(num_classes=10, hidden_size=400, hidden_layers=2)
 loggers = [InteractiveLogger(), CSVLogger(f"{args.log_dir}/csv"), TensorboardLogger(f"{args.log_dir}/tensorboard")]
 evaluator = EvaluationPlugin(accuracy_metrics(epoch=True, experience=True, stream=True),
                              loss_metrics(epoch=True, experience=True, stream=True), loggers=loggers)
-ali = build_ali((1, 28, 28), ModelConfig(conditional=True, width=0.5), num_classes=benchmark.n_classes)
+ali = replay_ali((1, 28, 28), num_classes=benchmark.n_classes)
 plugin = ALIReplayPlugin(ali, input_space=InputSpace(mean=(0.1307,), std=(0.3081,)))  # SplitMNIST's Normalize, given
 strategy = SupervisedTemplate(model=solver, optimizer=torch.optim.Adam(solver.parameters(), lr=1e-3),
                               criterion=torch.nn.CrossEntropyLoss(), train_mb_size=128, train_epochs=args.epochs,

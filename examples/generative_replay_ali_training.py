@@ -7,8 +7,7 @@ from avalanche.models import SimpleMLP
 from avalanche.training import GenerativeReplay
 from avalanche.training.plugins import GenerativeReplayPlugin
 
-from ali_replay import ModelConfig, build_ali
-from strategies import ALITraining
+from strategies import ALITraining, replay_ali
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--data-root", default="../shared/data", help="folder holding MNIST/raw")
@@ -20,7 +19,7 @@ args = parser.parse_args()
 # SplitMNIST's default transform normalises; ALITraining finds its Normalize and replays normalised images.
 benchmark = SplitMNIST(n_experiences=5, seed=1234, dataset_root=args.data_root)
 solver = SimpleMLP(num_classes=10, hidden_size=400, hidden_layers=2)
-ali = build_ali((1, 28, 28), ModelConfig(conditional=False, width=0.5))  # Avalanche's replay carries no labels
+ali = replay_ali((1, 28, 28), conditional=False)  # Avalanche's replay carries no labels
 generator = ALITraining(model=ali, train_mb_size=128, train_epochs=args.epochs, plugins=[GenerativeReplayPlugin()])
 strategy = GenerativeReplay(model=solver, optimizer=torch.optim.Adam(solver.parameters(), lr=1e-3),
                             generator_strategy=generator, train_mb_size=128, train_epochs=args.epochs)

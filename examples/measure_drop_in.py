@@ -12,8 +12,7 @@ from avalanche.models import SimpleMLP
 from avalanche.training import GenerativeReplay, Naive
 from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin
 
-from ali_replay import ModelConfig, build_ali
-from strategies import ALIReplayPlugin, ALITraining
+from strategies import ALIReplayPlugin, ALITraining, replay_ali
 
 RUNS = ("naive", "plugin", "ali_training", "stock_gr")
 
@@ -37,10 +36,10 @@ common = dict(model=solver, optimizer=torch.optim.Adam(solver.parameters(), lr=1
 if args.run == "naive":
     strategy = Naive(**common)
 elif args.run == "plugin":  # the plugin given nothing but the ALI
-    ali = build_ali((1, 28, 28), ModelConfig(conditional=True, width=0.5), num_classes=10)
+    ali = replay_ali((1, 28, 28), num_classes=benchmark.n_classes)
     strategy = Naive(**common, plugins=[ALIReplayPlugin(ali)])
 elif args.run == "ali_training":
-    ali = build_ali((1, 28, 28), ModelConfig(conditional=False, width=0.5))
+    ali = replay_ali((1, 28, 28), conditional=False)
     generator = ALITraining(model=ali, train_mb_size=128, train_epochs=args.epochs, plugins=[GenerativeReplayPlugin()])
     strategy = GenerativeReplay(**common, generator_strategy=generator)
 else:  # Avalanche's own generative replay: an MlpVAE generator

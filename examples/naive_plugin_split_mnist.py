@@ -6,8 +6,7 @@ from avalanche.benchmarks.classic import SplitMNIST
 from avalanche.models import SimpleMLP
 from avalanche.training import Naive
 
-from ali_replay import ModelConfig, build_ali
-from strategies import ALIReplayPlugin
+from strategies import ALIReplayPlugin, replay_ali
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--data-root", default="../shared/data", help="folder holding MNIST/raw")
@@ -21,7 +20,7 @@ benchmark = SplitMNIST(n_experiences=5, seed=1234, dataset_root=args.data_root)
 solver = SimpleMLP(num_classes=10, hidden_size=400, hidden_layers=2)
 optimizer = torch.optim.Adam(solver.parameters(), lr=1e-3)
 strategy = Naive(model=solver, optimizer=optimizer, train_mb_size=128, train_epochs=args.epochs,
-                 plugins=[ALIReplayPlugin(build_ali((1, 28, 28), ModelConfig(conditional=True, width=0.5), num_classes=10))])
+                 plugins=[ALIReplayPlugin(replay_ali((1, 28, 28), num_classes=benchmark.n_classes))])
 
 train_stream = list(benchmark.train_stream)[:args.experiences]
 test_stream = list(benchmark.test_stream)[:args.experiences]

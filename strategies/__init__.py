@@ -1,6 +1,6 @@
 """Continual-learning strategies and plugins: ALI generative replay and the baselines it is compared with."""
 from strategies.ali_generative_replay import ALIGenerativeReplay
-from strategies.ali_replay_plugin import ALIReplayPlugin
+from strategies.ali_replay_plugin import ALIReplayPlugin, replay_ali
 from strategies.ali_training import ALITraining
 from strategies.input_space import InputSpace
 from strategies.reconstruction_solver import ReconstructionSolver
@@ -10,7 +10,7 @@ from strategies.replay import ReplayConfig
 from strategies.vae import VAE
 
 __all__ = [
-    "ALIGenerativeReplay", "ALIReplayPlugin", "ALITraining", "InputSpace", "ReconstructionSolver", "ReplayConfig", "VAE",
+    "ALIGenerativeReplay", "ALIReplayPlugin", "ALITraining", "InputSpace", "ReconstructionSolver", "ReplayConfig", "VAE", "replay_ali",
     "STRATEGY_NAMES", "StrategyContext", "build_strategy", "load_strategy_params", "replay_preview",
     "strategy_memory_bytes", "strategy_recipes",
 ]

@@ -11,12 +11,12 @@ from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ali_replay import distributed
-from ali_replay.ali import ALI
+from ali_replay.ali import ALI, build_ali
 from ali_replay.errors import ConfigError, ShapeError
 from ali_replay.evaluation import batched
 from strategies._common import experience_groups, experience_tensors, module_nbytes
 from strategies.input_space import InputSpace, infer_input_space
-from strategies.replay import (Labeller, ReplayBatches, ReplayConfig, ReplaySet, as_uint8_images,
+from strategies.replay import (Labeller, ReplayBatches, ReplayConfig, ReplayRecipe, ReplaySet, as_uint8_images,
                                balanced_group_ids, keep_recognised, make_generator, make_source, refresh_codes,
                                replay_config)
 
@@ -24,6 +24,20 @@ logger = logging.getLogger(__name__)
 
 MAX_EXPERIENCE_REPLAY = 10000  # replay_size=None: as many as the experience's real examples, at most this many
 PREVIEW_SIZE = 64
+
+
+def replay_ali(shape, num_classes: Optional[int] = None, recipe: Optional[ReplayRecipe] = None, *,
+               conditional: Optional[bool] = None) -> ALI:
+    """The ALI of a replay recipe (default: the default recipe's, `ReplayRecipe().model`) for images of `shape`.
+
+    `num_classes` is the stream's class count (e.g. `benchmark.n_classes`); a class-conditional
+    recipe refuses to guess it. `conditional=False` drops the class input (for Avalanche's
+    `GenerativeReplay`, whose replay carries no labels).
+    """
+    model = (recipe or ReplayRecipe()).model
+    if conditional is not None:
+        model = dataclasses.replace(model, conditional=conditional)
+    return build_ali(tuple(shape), model, num_classes=num_classes)
 
 
 class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig
 from ali_replay.errors import ConfigError
-from strategies import ALIReplayPlugin
+from strategies import ALIReplayPlugin, replay_ali
 from strategies.registry import load_strategy_params
 from strategies.replay import ReplayConfig, ReplayRecipe, replay_fields, replay_optim
 
@@ -69,3 +69,16 @@ def test_out_of_range_settings_stop_the_plugin_and_the_registry(setting, message
     key, value = next(iter(setting.items()))
     with pytest.raises(ConfigError, match=message):
         load_strategy_params(f"ali_replay+{key}={value}")
+
+
+def test_replay_ali_builds_the_recipes_networks_with_the_streams_class_count():
+    recipe = ReplayRecipe()
+    ali = replay_ali((1, 28, 28), num_classes=7)
+    assert ali.latent_dim == recipe.model.latent_dim == 16 and ali.num_classes == 7
+    assert ali.preset == "conv28"
+    with pytest.raises(ConfigError, match="class count"):
+        replay_ali((1, 28, 28))  # a conditional recipe never guesses the class count
+    plain = replay_ali((1, 28, 28), conditional=False)
+    assert plain.num_classes == 0 and plain.latent_dim == 16
+    wide = replay_ali((1, 28, 28), recipe=ReplayRecipe(model=ModelConfig(conditional=False, latent_dim=8)))
+    assert wide.latent_dim == 8
