@@ -221,7 +221,7 @@ def test_memory_bytes_match_hand_count(stream, make_ali):
     ali = make_ali(latent_dim=4)
     ali_bytes = sum(v.numel() * v.element_size() for v in ali.state_dict().values())
 
-    plugin = ALIReplayPlugin(ali, source="latent_memory", labels="stored", memory_bytes=1000)
+    plugin = ALIReplayPlugin(ali, source="latent_memory", labels="stored", memory_bytes=1000, filter_replay=False)
     run(plugin, stream, experiences=2, recorder=False)
     entry = 4 * 2 + 2  # float16 code + int16 label
     assert len(plugin.source.memory) == 1000 // entry
@@ -235,7 +235,8 @@ def test_memory_bytes_match_hand_count(stream, make_ali):
     assert plugin.nbytes() == ali_bytes + gaussians + solver_bytes
 
     torch.manual_seed(0)
-    plugin = ALIReplayPlugin(make_ali(latent_dim=4), source="class_latent", labels="stored", covariance="diag")
+    plugin = ALIReplayPlugin(make_ali(latent_dim=4), source="class_latent", labels="stored", covariance="diag",
+                             filter_replay=False)
     run(plugin, stream, experiences=1, recorder=False)
     assert plugin.nbytes() == ali_bytes + 2 * 4 * (4 + 4)  # diagonal: mean + variance
     assert module_nbytes(None) == 0
@@ -306,7 +307,7 @@ def test_filter_replay_tops_up_a_class_the_solver_never_recognises(stream, make_
 def test_ali_batch_sizes_trim_each_ali_step(stream, make_ali, ali_batch_size, real):
     torch.manual_seed(0)
     plugin = ALIReplayPlugin(make_ali(), source="class_latent", labels="stored", ali_replay_batch_size=5,
-                             ali_batch_size=ali_batch_size, optim={"update_order": "simultaneous"})
+                             ali_batch_size=ali_batch_size, ali_epochs=None, optim={"update_order": "simultaneous"})
     sizes = []
     original = plugin.generator.step
     # (real, replayed) examples of each step: the real ones come first and weigh 1/t in total, the others 1 - 1/t

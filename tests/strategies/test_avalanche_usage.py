@@ -11,7 +11,9 @@ from torch.utils.data import DataLoader
 
 from strategies.ali_replay_plugin import ALIReplayPlugin
 
-REPLAY = dict(source="conditional", replay_size=200)
+# one generator step per solver iteration (no extra passes, no filtering), so that steps can be counted
+REPLAY = dict(source="conditional", replay_size=200, filter_replay=False, ali_epochs=None, ali_batch_size=None,
+              ali_replay_batch_size=None)
 
 
 class IncrementalMLP(torch.nn.Module):

@@ -35,10 +35,12 @@ def test_vae_generator_steps_lower_its_loss_on_real_digits():
 
 
 def test_dgr_differs_from_ali_replay_at_prior_only_by_its_generator(stream, make_solver, make_context):
-    _, dgr = load_strategy_params("dgr")
-    _, prior = load_strategy_params("ali_replay@prior")
     same = [k for k in replay_fields() if k != "optim"]
-    assert {k: dgr[k] for k in same} == {k: prior[k] for k in same}
+    for dgr_spec, ali_spec in (("dgr@unfiltered", "ali_replay@prior"), ("dgr", "ali_replay+source=prior"),
+                               ("dgr@filtered", "ali_replay@filtered+source=prior")):
+        _, dgr = load_strategy_params(dgr_spec)
+        _, ali = load_strategy_params(ali_spec)
+        assert {k: dgr[k] for k in same} == {k: ali[k] for k in same}, (dgr_spec, ali_spec)
 
     torch.manual_seed(0)
     strategy = build_strategy("dgr", make_solver(), {"model": {"hidden": 32, "latent_dim": 4}}, make_context())

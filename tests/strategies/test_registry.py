@@ -73,7 +73,7 @@ def test_unknown_names_recipes_and_keys(make_solver, evaluator):
         build_strategy("ewc", make_solver(), None, _ctx(evaluator))
     with pytest.raises(ConfigError, match="valid strategies"):
         load_strategy_params("ewc@x")
-    with pytest.raises(ConfigError, match="valid recipes: filtered, prior, class_latent, latent_memory, reconstruction"):
+    with pytest.raises(ConfigError, match="valid recipes: filtered, unfiltered, prior, class_latent, latent_memory, reconstruction"):
         load_strategy_params("ali_replay@filtered_long_small_steps")
     with pytest.raises(ConfigError, match="unknown config key 'memory' in er params; accepted keys: mem_size"):
         build_strategy("er", make_solver(), {"memory": 3}, _ctx(evaluator))
