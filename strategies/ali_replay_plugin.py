@@ -16,6 +16,7 @@ from ali_replay.errors import ConfigError, ShapeError
 from ali_replay.evaluation import batched
 from strategies._common import experience_groups, experience_tensors, module_nbytes
 from strategies.input_space import InputSpace, infer_input_space
+from strategies.latent_solver import LatentSolver
 from strategies.replay import (Labeller, ReplayBatches, ReplayConfig, ReplaySet, as_uint8_images,
                                balanced_group_ids, keep_recognised, make_generator, make_source, refresh_codes,
                                replay_config)
@@ -42,6 +43,12 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     real mini-batch plus replay, weighted the same way; in the first experience it sees real
     data only. Sleep (after each experience): the source carries its statistics into the
     new latent space and adds the new classes'.
+
+    A solver that reads the ALI's codes (`LatentSolver` over this plugin's ALI) is replayed
+    codes: the replay set keeps the codes the source drew beside the images decoded from
+    them, the solver's replay loss feeds the codes straight to its `classify_codes`, and
+    the generator still learns the decoded images (so that its encoder keeps the old
+    classes where their codes were drawn).
 
     The generator learns and replays images in [0, 1]; `input_space` maps the stream's images
     there and back (a stream that normalises, as Avalanche's SplitMNIST and SplitCIFAR10 do).
@@ -76,6 +83,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self._old_groups: list[tuple[int, int]] = []
         self._prev_decoder = None
         self._solver: Optional[torch.nn.Module] = None
+        self._replays_codes = False  # the solver reads the ALI's codes (a LatentSolver): replay them
         self._teacher: Optional[torch.nn.Module] = None  # the solver as it left the latest experience
         self._device = torch.device("cpu")
         self._epoch = 0
@@ -123,6 +131,11 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.generator.to(self._device)
         self._solver = distributed.unwrap(strategy.model)
         self._check_optimizer(strategy.optimizer)
+        self._replays_codes = isinstance(self._solver, LatentSolver)
+        if self._replays_codes and self._solver.ali is not self.ali:
+            raise ConfigError("the LatentSolver reads the codes of another ALI than the replay generator's, so "
+                              "replayed codes would be of another latent space; build both on one ALI: "
+                              "LatentSolver(ali, head) and ALIReplayPlugin(ali, ...)")
         dist_ctx = distributed.current()
         if dist_ctx.enabled and not self._distributed:
             self.generator.distribute()
@@ -264,7 +277,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     def _draw(self, n: int, groups: list[tuple[int, int]], teacher: Optional[torch.nn.Module]
               ) -> tuple[ReplaySet, torch.Tensor, Optional[torch.Tensor]]:
-        """n freshly decoded examples, the teacher's hard labels (or the classes) and their group ids.
+        """n freshly decoded examples (with their codes for a solver that reads codes), the teacher's hard
+        labels (or the classes) and their group ids.
 
         The group ids are None where nothing picked a class (unconditioned prior codes: the
         teacher's verdict is the class).
@@ -277,11 +291,12 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         classes = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)[ids]
         tasks = torch.as_tensor([t for _, t in self.groups], dtype=torch.long)[ids]
         images = batched(lambda z, y: as_uint8_images(self.generator.decode(z, y)), codes, classes)
+        codes = codes.float() if self._replays_codes else None
         targets, kd_mask, hard, classes = self.labeller.label(teacher, images, classes, tasks, conditioned,
-                                                              groups, self.groups)
+                                                              groups, self.groups, codes)
         dev = self._device
         replay = ReplaySet(images, targets.to(dev), classes.to(dev), tasks.to(dev),
-                           None if kd_mask is None else kd_mask.to(dev))
+                           *(None if t is None else t.to(dev) for t in (kd_mask, codes)))
         return replay, hard.to(dev), ids if conditioned else None
 
     # ------------------------------------------------------------------ sleep

@@ -20,7 +20,7 @@ from strategies._common import as_config, check_choice
 SOURCES = ("prior", "class_latent", "latent_memory", "conditional")
 LABEL_MODES = ("stored", "solver_soft", "solver_hard")
 COVARIANCES = ("diag", "full")
-SOLVER_INPUTS = ("image", "reconstruction")
+SOLVER_INPUTS = ("image", "reconstruction", "latent")
 
 
 def replay_optim() -> OptimConfig:
@@ -81,10 +81,21 @@ def _recipe_model() -> ModelConfig:
 
 @dataclass
 class ReplayRecipe(ReplayConfig):
-    """A replay strategy's settings (`ali_replay`): the replay's, the generator's networks, what the solver reads."""
+    """A replay strategy's settings (`ali_replay`): the replay's, the generator's networks, what the solver reads.
+
+    `solver_input` says what the solver is fed: ``image`` the stream's images (replay: decoded
+    images); ``reconstruction`` every image through the ALI's round trip G_x(G_z(x))
+    (`strategies.ReconstructionSolver` around the benchmark's solver); ``latent`` the encoder's
+    codes G_z(x): the benchmark's solver network is then replaced by an MLP head on the codes
+    (`strategies.LatentSolver`, two hidden layers of `latent_head_width` ReLU units), and replay
+    feeds it the source's codes directly, no image in between. The last two need an
+    unconditional ALI with an encoder and a class-incremental stream.
+    """
 
     model: ModelConfig = field(default_factory=_recipe_model)
-    solver_input: str = "image"  # image | reconstruction (the solver sees every image through the ALI's round trip)
+    solver_input: str = "image"  # image | reconstruction | latent (see the class docstring)
+    # solver_input=latent: hidden units in each of the code head's two layers (it replaces the benchmark's solver)
+    latent_head_width: int = field(default=400, metadata=at_least(1))
 
 
 def _gan_model() -> ModelConfig:
