@@ -59,6 +59,14 @@ class ReplayConfig:
     # the same in the first experience (real data only); None: ali_epochs
     first_ali_epochs: Optional[int] = field(default=None, metadata=at_least(0))
     filter_replay: bool = False  # keep only replay the previous solver assigns to the class it was made for
+    # holding the latent space still (an ALI's encoder; see ali_replay.update.ReplayAnchors): weight of the L1
+    # error between the encoder's codes of replayed images and the codes they were decoded from (0: none)
+    replay_code_weight: float = field(default=0.0, metadata=at_least(0))
+    # weight of the L1 error between the decoder's images of the replayed codes and the replayed images (0: none)
+    replay_image_weight: float = field(default=0.0, metadata=at_least(0))
+    # experiences the encoder trains in before it is frozen (the sleep phase then keeps the class statistics
+    # as they are); None: it trains throughout
+    freeze_encoder_after: Optional[int] = field(default=None, metadata=at_least(0))
 
     def check(self) -> "ReplayConfig":
         """This config if its values are valid, else a ConfigError naming the setting and the fix."""

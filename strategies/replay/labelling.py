@@ -75,6 +75,7 @@ class Labeller:
         self.temperature = float(temperature)
         self.filter_replay = bool(filter_replay)
         self.solver_space = solver_space or InputSpace()
+        self.reads_codes = False  # the solver reads codes (a LatentSolver): replay's codes go to classify_codes
 
     @property
     def needs_teacher(self) -> bool:
@@ -127,10 +128,10 @@ class Labeller:
     def loss(self, model: torch.nn.Module, batch: ReplaySet) -> torch.Tensor:
         """The solver's loss on a replay batch: distillation from teacher logits, else cross-entropy.
 
-        A batch with codes goes straight to the solver's `classify_codes` (a LatentSolver's
-        head); one without, as images in the solver's input space.
+        A solver that reads codes (`reads_codes`, a LatentSolver) gets the batch's codes
+        through its `classify_codes`; another, the images in its input space.
         """
-        if batch.codes is not None:
+        if self.reads_codes:
             output = distributed.unwrap(model).classify_codes(batch.codes)
         else:
             output = avalanche_forward(model, self.solver_space.from_unit(batch.images), batch.tasks)

@@ -29,8 +29,8 @@ class ReplaySet:
     classes: torch.Tensor  # N int64 class each example stands for (the generator's condition)
     tasks: torch.Tensor  # N int64 task label of each example
     kd_mask: Optional[torch.Tensor] = None  # N x K bool: classes the distillation runs over
-    # N x latent_dim float codes the images were decoded from, for a solver that reads codes (LatentSolver);
-    # None: the solver learns the images
+    # N x latent_dim float codes the images were decoded from, for a solver that reads codes (LatentSolver)
+    # and for the generator's replay code and image terms; None: neither asks for them
     codes: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:

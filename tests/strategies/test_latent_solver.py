@@ -136,16 +136,21 @@ def test_registry_refuses_it_where_it_cannot_work(make_solver, make_context):
 
 
 def test_features_beats_naive_on_split_digits(stream_factory, make_solver, make_context, stream_accuracy):
-    """About 10 s: 5 experiences of 280 images, 10 epochs of solver and ALI each."""
+    """About 15 s: 5 experiences of 280 images, 10 epochs of solver and ALI each, three strategies."""
     stream = stream_factory(per_class=140)
+    small = {"model": {"hidden": 128}, "replay_size": 2000}
     final = {}
-    for spec, params in (("naive", None),
-                         ("ali_replay@features", {"model": {"hidden": 128, "latent_dim": 8}, "replay_size": 2000})):
+    for spec, params in (("naive", None), ("ali_replay@features", small),
+                         ("ali_replay@features+replay_code_weight=0+freeze_encoder_after=null", small)):
         torch.manual_seed(0)
         strategy = build_strategy(spec, make_solver(), params, make_context(train_epochs=10, generator_epochs=10))
         for experience in stream.train_stream:
             strategy.train(experience)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
-    # Seed 0 gave 0.335 against naive's 0.195 (seeds 1 and 2: 0.24 / 0.165 and 0.265 / 0.17). The margin
-    # hangs on a small latent space: at latent_dim 16 the encoder's drift between experiences left 0.15.
-    assert final["ali_replay@features"] >= final["naive"] + 0.08, final
+    # Seeds 0, 1, 2: the recipe 0.72, 0.665, 0.635; without holding its latent space still (the encoder
+    # trains throughout, the class statistics are carried through the round trip) 0.335, 0.36, 0.315;
+    # naive 0.195, 0.165, 0.17.
+    recipe, drifting = final["ali_replay@features"], final[
+        "ali_replay@features+replay_code_weight=0+freeze_encoder_after=null"]
+    assert recipe >= final["naive"] + 0.3, final
+    assert recipe >= drifting + 0.2, final
