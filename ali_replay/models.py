@@ -161,8 +161,13 @@ class Encoder(nn.Module):
 
     def sample(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """A reparameterised draw z = mu + sigma * eps."""
+        return self.sample_with_mean(x, y)[0]
+
+    def sample_with_mean(self, x: torch.Tensor, y: Optional[torch.Tensor] = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised draw z = mu + sigma * eps, and mu, from one pass."""
         mu, log_sigma = self(x, y)
-        return mu + log_sigma.exp() * torch.randn_like(mu)
+        return mu + log_sigma.exp() * torch.randn_like(mu), mu
 
 
 class Decoder(nn.Module):

@@ -3,6 +3,7 @@ from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin, replay_ali
 from strategies.ali_training import ALITraining
 from strategies.input_space import InputSpace
+from strategies.latent_solver import LatentSolver, code_head
 from strategies.reconstruction_solver import ReconstructionSolver
 from strategies.registry import (STRATEGY_NAMES, StrategyContext, build_strategy, load_strategy_params,
                                  replay_preview, strategy_memory_bytes, strategy_recipes)
@@ -10,7 +11,8 @@ from strategies.replay import ReplayConfig
 from strategies.vae import VAE
 
 __all__ = [
-    "ALIGenerativeReplay", "ALIReplayPlugin", "ALITraining", "InputSpace", "ReconstructionSolver", "ReplayConfig", "VAE", "replay_ali",
+    "ALIGenerativeReplay", "ALIReplayPlugin", "ALITraining", "InputSpace", "LatentSolver", "ReconstructionSolver",
+    "ReplayConfig", "VAE", "code_head", "replay_ali",
     "STRATEGY_NAMES", "StrategyContext", "build_strategy", "load_strategy_params", "replay_preview",
     "strategy_memory_bytes", "strategy_recipes",
 ]

@@ -14,10 +14,13 @@ from ali_replay import distributed
 from ali_replay.ali import ALI, build_ali
 from ali_replay.errors import ConfigError, ShapeError
 from ali_replay.evaluation import batched
+from ali_replay.update import ReplayAnchors
 from strategies._common import experience_groups, experience_tensors, module_nbytes
 from strategies.input_space import InputSpace, infer_input_space
-from strategies.replay import (Labeller, ReplayBatches, ReplayConfig, ReplayRecipe, ReplaySet, as_uint8_images,
-                               balanced_group_ids, keep_recognised, make_generator, make_source, refresh_codes,
+from strategies.latent_solver import LatentSolver
+from strategies.replay import (ALIGenerator, Labeller, ReplayBatches, ReplayConfig, ReplayRecipe, ReplaySet,
+                               as_uint8_images, balanced_group_ids, keep_recognised, make_generator, make_source,
+                               refresh_codes,
                                replay_config)
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,21 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     data only. Sleep (after each experience): the source carries its statistics into the
     new latent space and adds the new classes'.
 
+    A solver that reads the ALI's codes (`LatentSolver` over this plugin's ALI) is replayed
+    codes: the replay set keeps the codes the source drew beside the images decoded from
+    them, the solver's replay loss feeds the codes straight to its `classify_codes`, and
+    the generator still learns the decoded images (so that its encoder keeps the old
+    classes where their codes were drawn).
+
+    The latent space can be held still for such a solver (or for a source that refreshes
+    codes) in two ways. `replay_code_weight` adds to each generator step on replay the sleep
+    phase of a Helmholtz machine: the encoder's codes of the replayed images are pulled to
+    the codes they were decoded from (`ali_replay.update.ReplayAnchors`; `replay_image_weight`
+    likewise pulls the decoder's images of those codes to the replayed ones).
+    `freeze_encoder_after` stops training the encoder after that many experiences: the codes
+    of old classes then stay where their statistics were taken, and the sleep phase keeps
+    those statistics as they are instead of carrying them through a round trip.
+
     The generator learns and replays images in [0, 1]; `input_space` maps the stream's images
     there and back (a stream that normalises, as Avalanche's SplitMNIST and SplitCIFAR10 do).
     None: worked out from the first experience (its Normalize, else its images' range), with an
@@ -72,6 +90,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.source = make_source(config, self.generator, self.rng, seed)
         self.config = dataclasses.replace(config, source=self.source.name)
         self.labeller = Labeller(config.labels, config.temperature, config.filter_replay)
+        self._check_latent_settings(config)
         self.seed = seed
         if input_space is not None and not isinstance(input_space, InputSpace):
             raise ConfigError("input_space must be a strategies.InputSpace (e.g. InputSpace(mean=..., std=...)) "
@@ -137,7 +156,15 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.generator.to(self._device)
         self._solver = distributed.unwrap(strategy.model)
         self._check_optimizer(strategy.optimizer)
+        self.labeller.reads_codes = isinstance(self._solver, LatentSolver)
+        if self.labeller.reads_codes and self._solver.ali is not self.ali:
+            raise ConfigError("the LatentSolver reads the codes of another ALI than the replay generator's, so "
+                              "replayed codes would be of another latent space; build both on one ALI: "
+                              "LatentSolver(ali, head) and ALIReplayPlugin(ali, ...)")
         dist_ctx = distributed.current()
+        if dist_ctx.enabled and self.config.freeze_encoder_after is not None:
+            raise ConfigError("freeze_encoder_after is for one process (DistributedDataParallel cannot drop the "
+                              "encoder's gradients halfway); run without torchrun or set freeze_encoder_after=null")
         if dist_ctx.enabled and not self._distributed:
             self.generator.distribute()
             self.rng.manual_seed(self.seed + 1_000_003 * dist_ctx.rank)
@@ -158,9 +185,14 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self._old_groups = [g for g in self.groups if g in old]  # in order of arrival, as their ids
         self.groups += [g for g in current if g not in self.groups]
         self.replay = self._batches = None
+        freeze_after = self.config.freeze_encoder_after
+        if freeze_after is not None and self.experiences_seen > freeze_after and not self._encoder_frozen:
+            self.generator.freeze_encoder()
+            logger.info("experience %d: the encoder is frozen (freeze_encoder_after=%d)", self.experiences_seen,
+                        freeze_after)
         if not self._old_groups:
             return
-        if self.source.keeps_statistics:
+        if self.source.keeps_statistics and not self._encoder_frozen:  # a frozen encoder's codes need no refresh
             self._prev_decoder = self.generator.frozen_decoder()
         # Copied after the previous experience, not here: Avalanche has already grown the model's
         # heads for this experience, and untrained new units would teach the student false scores.
@@ -223,18 +255,27 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     # ------------------------------------------------------------------ wake
     def _wake_step(self, x: torch.Tensor, y: torch.Tensor, batch: Optional[ReplaySet]) -> None:
-        """One generator step on the real examples plus replay, weighted 1/t and 1 - 1/t in total."""
+        """One generator step on the real examples plus replay, weighted 1/t and 1 - 1/t in total.
+
+        With `replay_code_weight` or `replay_image_weight` the replayed examples go with the
+        codes they were decoded from (the anchors of `ali_replay.update.ReplayAnchors`).
+        """
         if self.config.ali_batch_size is not None:  # the mini-batch's first examples: a cheaper step
             x, y = x[:self.config.ali_batch_size], y[:self.config.ali_batch_size]
         x = self._to_unit(x)
-        weight = None
+        weight = anchors = None
         if batch is not None and len(batch):
             t = self.experiences_seen
             weight = torch.cat([torch.full((len(x),), (1.0 / t) / len(x)),
                                 torch.full((len(batch),), (1.0 - 1.0 / t) / len(batch))]).to(self._device)
             x = torch.cat([x, batch.images])
             y = torch.cat([y.to(batch.classes.dtype), batch.classes])
-        self.generator.step(x, y, weight)
+            if self._anchored:
+                anchors = ReplayAnchors(batch.codes, self.config.replay_code_weight, self.config.replay_image_weight)
+        if anchors is None:
+            self.generator.step(x, y, weight)
+        else:  # only an ALIGenerator is given anchors (`_check_latent_settings`)
+            self.generator.step(x, y, weight, anchors=anchors)
 
     def _extra_generator_epochs(self, strategy, epochs: int) -> None:
         """Generator-only passes over the experience (plus replay) after the solver's epochs."""
@@ -278,7 +319,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     def _draw(self, n: int, groups: list[tuple[int, int]], teacher: Optional[torch.nn.Module]
               ) -> tuple[ReplaySet, torch.Tensor, Optional[torch.Tensor]]:
-        """n freshly decoded examples, the teacher's hard labels (or the classes) and their group ids.
+        """n freshly decoded examples (with their codes for a solver that reads codes), the teacher's hard
+        labels (or the classes) and their group ids.
 
         The group ids are None where nothing picked a class (unconditioned prior codes: the
         teacher's verdict is the class).
@@ -291,16 +333,21 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         classes = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)[ids]
         tasks = torch.as_tensor([t for _, t in self.groups], dtype=torch.long)[ids]
         images = batched(lambda z, y: as_uint8_images(self.generator.decode(z, y)), codes, classes)
+        reads_codes = self.labeller.reads_codes
+        codes = codes.float() if reads_codes or self._anchored else None
         targets, kd_mask, hard, classes = self.labeller.label(teacher, images, classes, tasks, conditioned,
-                                                              groups, self.groups)
+                                                              groups, self.groups, codes if reads_codes else None)
         dev = self._device
         replay = ReplaySet(images, targets.to(dev), classes.to(dev), tasks.to(dev),
-                           None if kd_mask is None else kd_mask.to(dev))
+                           *(None if t is None else t.to(dev) for t in (kd_mask, codes)))
         return replay, hard.to(dev), ids if conditioned else None
 
     # ------------------------------------------------------------------ sleep
     def sleep(self, strategy) -> None:
-        """Carry the source's statistics into the new latent space and add the experience's codes."""
+        """Carry the source's statistics into the new latent space and add the experience's codes.
+
+        Under a frozen encoder the old statistics stay as they are: its latent space did not move.
+        """
         if not self.source.keeps_statistics:
             return
         images, classes, tasks = experience_tensors(strategy.experience)
@@ -315,6 +362,24 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.source.sleep(codes, ids, refresh)
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def _anchored(self) -> bool:
+        """Whether the generator's steps on replay pull toward the codes the replay was decoded from."""
+        return bool(self.config.replay_code_weight or self.config.replay_image_weight)
+
+    @property
+    def _encoder_frozen(self) -> bool:
+        """Whether the generator's encoder no longer trains (`freeze_encoder_after`)."""
+        return bool(getattr(self.generator, "encoder_frozen", False))
+
+    def _check_latent_settings(self, config: ReplayConfig) -> None:
+        """Refuse the settings that hold the latent space still where the generator cannot honour them."""
+        if (self._anchored or config.freeze_encoder_after is not None) and not (
+                isinstance(self.generator, ALIGenerator) and self.generator.has_encoder):
+            raise ConfigError("replay_code_weight, replay_image_weight and freeze_encoder_after act on an ALI's "
+                              f"encoder, and this generator ({type(self.generator).__name__}) has none; set them "
+                              "to 0, 0 and null, or replay with an ALI (ali_replay)")
+
     def _to_unit(self, x: torch.Tensor) -> torch.Tensor:
         """The stream's images in the generator's [0, 1] (clipped: padding and interpolation overshoot)."""
         space = self.input_space or InputSpace()

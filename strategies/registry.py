@@ -23,7 +23,8 @@ from strategies._common import as_config, check_choice, module_nbytes
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
 from strategies.avalanche_gr import ReplayRecorder, build_avalanche_gr
-from strategies.reconstruction_solver import ReconstructionSolver
+from strategies.latent_solver import LatentSolver, code_head
+from strategies.reconstruction_solver import ALIFedSolver, ReconstructionSolver
 from strategies.replay import (SOLVER_INPUTS, DGRRecipe, GANReplayRecipe, LatentMemorySource, ReplayConfig,
                                ReplayRecipe, replay_fields)
 from strategies.vae import VAE
@@ -244,10 +245,16 @@ def _build_generative_replay(name: str, p: dict, solver: torch.nn.Module, ctx: S
     recipe = OmegaConf.to_object(as_config(SCHEMAS[name], p, where=f"{name} params"))
     ali = build_ali(ctx.input_shape, recipe.model, num_classes=ctx.num_classes, encoder=name == "ali_replay")
     replay = _replay_config(recipe, ctx)
-    if check_choice("solver_input", recipe.solver_input, SOLVER_INPUTS) == "reconstruction":
+    solver_input = check_choice("solver_input", recipe.solver_input, SOLVER_INPUTS)
+    if solver_input != "image":
         if name != "ali_replay":
-            raise ConfigError("solver_input=reconstruction needs an encoder: use ali_replay, not gan_replay")
-        common = {**common, **_reconstruction_solver(ali, solver, ctx)}
+            raise ConfigError(f"solver_input={solver_input} needs an encoder: use ali_replay, not gan_replay")
+        if solver_input == "latent":
+            logger.info("solver_input=latent: the benchmark's solver is replaced by an MLP head on the ALI's codes")
+            model = LatentSolver(ali, code_head(ali.latent_dim, ctx.num_classes, recipe.latent_head_width))
+        else:
+            model = ReconstructionSolver(ali, solver)
+        common = {**common, **_ali_fed_solver(model, ctx)}
     return ALIGenerativeReplay(ali=ali, replay=replay, replay_seed=ctx.seed, plugins=extra_plugins, **common)
 
 
@@ -267,12 +274,11 @@ def _build_dgr(p: dict, ctx: StrategyContext, common: dict, extra_plugins: list)
     return Naive(plugins=extra_plugins + [plugin], **common)
 
 
-def _reconstruction_solver(ali, solver: torch.nn.Module, ctx: StrategyContext) -> dict:
-    """The model and optimiser of `solver` fed the ALI's reconstructions (ReconstructionSolver)."""
+def _ali_fed_solver(model: ALIFedSolver, ctx: StrategyContext) -> dict:
+    """The model and optimiser of a solver fed through the ALI (its round trip or its codes)."""
     if ctx.scenario != "class_incremental":
-        raise ConfigError("solver_input=reconstruction supports class_incremental streams only (the wrapped "
+        raise ConfigError(f"solver_input={model.solver_input} supports class_incremental streams only (the "
                           "solver gets no task labels); use solver_input=image for task_incremental")
-    model = ReconstructionSolver(ali, solver)
     return {"model": model, "optimizer": torch.optim.Adam(model.parameters(), lr=ctx.lr)}
 
 

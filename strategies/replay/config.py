@@ -20,7 +20,7 @@ from strategies._common import as_config, check_choice
 SOURCES = ("prior", "class_latent", "latent_memory", "conditional")
 LABEL_MODES = ("stored", "solver_soft", "solver_hard")
 COVARIANCES = ("diag", "full")
-SOLVER_INPUTS = ("image", "reconstruction")
+SOLVER_INPUTS = ("image", "reconstruction", "latent")
 
 
 def replay_optim() -> OptimConfig:
@@ -66,6 +66,14 @@ class ReplayConfig:
     # the same in the first experience (real data only); None: ali_epochs
     first_ali_epochs: Optional[int] = field(default=None, metadata=at_least(0))
     filter_replay: bool = True  # keep only replay the previous solver assigns to the class it was made for
+    # holding the latent space still (an ALI's encoder; see ali_replay.update.ReplayAnchors): weight of the L1
+    # error between the encoder's codes of replayed images and the codes they were decoded from (0: none)
+    replay_code_weight: float = field(default=0.0, metadata=at_least(0))
+    # weight of the L1 error between the decoder's images of the replayed codes and the replayed images (0: none)
+    replay_image_weight: float = field(default=0.0, metadata=at_least(0))
+    # experiences the encoder trains in before it is frozen (the sleep phase then keeps the class statistics
+    # as they are); None: it trains throughout
+    freeze_encoder_after: Optional[int] = field(default=None, metadata=at_least(0))
 
     def check(self) -> "ReplayConfig":
         """This config if its values are valid, else a ConfigError naming the setting and the fix."""
@@ -88,10 +96,21 @@ def _recipe_model() -> ModelConfig:
 
 @dataclass
 class ReplayRecipe(ReplayConfig):
-    """A replay strategy's settings (`ali_replay`): the replay's, the generator's networks, what the solver reads."""
+    """A replay strategy's settings (`ali_replay`): the replay's, the generator's networks, what the solver reads.
+
+    `solver_input` says what the solver is fed: ``image`` the stream's images (replay: decoded
+    images); ``reconstruction`` every image through the ALI's round trip G_x(G_z(x))
+    (`strategies.ReconstructionSolver` around the benchmark's solver); ``latent`` the encoder's
+    codes G_z(x): the benchmark's solver network is then replaced by an MLP head on the codes
+    (`strategies.LatentSolver`, two hidden layers of `latent_head_width` ReLU units), and replay
+    feeds it the source's codes directly, no image in between. The last two need an
+    unconditional ALI with an encoder and a class-incremental stream.
+    """
 
     model: ModelConfig = field(default_factory=_recipe_model)
-    solver_input: str = "image"  # image | reconstruction (the solver sees every image through the ALI's round trip)
+    solver_input: str = "image"  # image | reconstruction | latent (see the class docstring)
+    # solver_input=latent: hidden units in each of the code head's two layers (it replaces the benchmark's solver)
+    latent_head_width: int = field(default=400, metadata=at_least(1))
 
 
 def _gan_model() -> ModelConfig:

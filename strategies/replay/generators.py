@@ -18,7 +18,7 @@ from ali_replay.ali import ALI
 from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError
 from ali_replay.runtime import evaluating
-from ali_replay.update import Players, check_optim, make_optimizers, train_step
+from ali_replay.update import Players, ReplayAnchors, check_optim, make_optimizers, train_step
 from strategies._common import module_nbytes
 from strategies.replay.config import DGRRecipe, replay_optim
 from strategies.vae import VAE
@@ -81,6 +81,7 @@ class ALIGenerator:
         self.ali = ali
         self.optim = optim
         self.optimizers = make_optimizers(ali, optim)
+        self.encoder_frozen = False  # `freeze_encoder` was called: the encoder no longer trains
         self._players: Optional[torch.nn.Module] = None  # DistributedDataParallel wrappers under torchrun
         self._discriminator: Optional[torch.nn.Module] = None
 
@@ -145,11 +146,27 @@ class ALIGenerator:
         """The decoder as it is now, frozen."""
         return FrozenDecoder(self.ali.decoder, self.conditional, self.device)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
-        """One `train_step` of the ALI (or GAN) on the batch."""
+    def freeze_encoder(self) -> None:
+        """Stop training the encoder, for good: the codes it gives stay where they are.
+
+        Its parameters take no gradient (the optimiser passes them by) and it runs in eval
+        mode within `step` (BatchNorm statistics stay too); the decoder and the
+        discriminator train on. One process only: DistributedDataParallel fixes at wrapping
+        which parameters take gradients.
+        """
+        if not self.has_encoder:
+            raise ConfigError("an encoder-free GAN has no encoder to freeze; set freeze_encoder_after=null")
+        self.ali.encoder.requires_grad_(False)
+        self.encoder_frozen = True
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor] = None,
+             anchors: Optional[ReplayAnchors] = None) -> dict[str, torch.Tensor]:
+        """One `train_step` of the ALI (or GAN) on the batch; `anchors`: its replayed rows' codes."""
         self.ali.train()
+        if self.encoder_frozen:
+            self.ali.encoder.eval()
         return train_step(self.ali, self.optimizers, self.optim, x, y, weight,
-                          players=self._players, discriminator=self._discriminator)
+                          players=self._players, discriminator=self._discriminator, anchors=anchors)
 
 
 class _VAEDecoder(torch.nn.Module):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from avalanche.models.utils import avalanche_forward
 
+from ali_replay import distributed
 from ali_replay.evaluation import batched
 from strategies.input_space import InputSpace
 from strategies.replay.replay_set import ReplaySet, as_float_images
@@ -74,6 +75,7 @@ class Labeller:
         self.temperature = float(temperature)
         self.filter_replay = bool(filter_replay)
         self.solver_space = solver_space or InputSpace()
+        self.reads_codes = False  # the solver reads codes (a LatentSolver): replay's codes go to classify_codes
 
     @property
     def needs_teacher(self) -> bool:
@@ -82,16 +84,18 @@ class Labeller:
 
     @torch.no_grad()
     def label(self, teacher: Optional[torch.nn.Module], images: torch.Tensor, classes: torch.Tensor,
-              tasks: torch.Tensor, conditioned: bool, old_groups: list[Group], seen_groups: list[Group]
+              tasks: torch.Tensor, conditioned: bool, old_groups: list[Group], seen_groups: list[Group],
+              codes: Optional[torch.Tensor] = None
               ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
         """(targets, distillation mask or None, the teacher's hard labels, classes) of a decoded batch.
 
         Without a teacher the classes are the labels. Replay that was made for no class
-        (unconditioned prior codes) takes the teacher's verdict as its class.
+        (unconditioned prior codes) takes the teacher's verdict as its class. With `codes`
+        (a solver that reads codes) the teacher judges the codes, not the images.
         """
         if teacher is None:
             return classes, None, classes, classes
-        targets, kd_mask, hard = self._teacher_targets(teacher, images, tasks, old_groups, seen_groups)
+        targets, kd_mask, hard = self._teacher_targets(teacher, images, tasks, old_groups, seen_groups, codes)
         if not conditioned:
             classes = hard
         if self.mode == "stored":
@@ -99,7 +103,7 @@ class Labeller:
         return targets, kd_mask, hard, classes
 
     def _teacher_targets(self, teacher: torch.nn.Module, images: torch.Tensor, tasks: torch.Tensor,
-                         old_groups: list[Group], seen_groups: list[Group]
+                         old_groups: list[Group], seen_groups: list[Group], codes: Optional[torch.Tensor] = None
                          ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """The previous solver's (hard labels or logits, distillation mask, hard labels).
 
@@ -107,8 +111,11 @@ class Labeller:
         solver never learnt the current ones.
         """
         device = images.device
-        logits = batched(lambda x, t: avalanche_forward(teacher, self.solver_space.from_unit(as_float_images(x)),
-                                                        t.to(device)), images, tasks).float()
+        if codes is not None:
+            logits = batched(lambda z, _: teacher.classify_codes(z.to(device)), codes).float()
+        else:
+            logits = batched(lambda x, t: avalanche_forward(teacher, self.solver_space.from_unit(as_float_images(x)),
+                                                            t.to(device)), images, tasks).float()
         old_mask = class_mask(old_groups, tasks, logits.shape[1]).to(device)
         hard = logits.masked_fill(~old_mask, float("-inf")).argmax(1)
         if self.mode == "solver_hard":
@@ -119,8 +126,15 @@ class Labeller:
         return logits, class_mask(seen_groups, tasks, width), hard
 
     def loss(self, model: torch.nn.Module, batch: ReplaySet) -> torch.Tensor:
-        """The solver's loss on a replay batch: distillation from teacher logits, else cross-entropy."""
-        output = avalanche_forward(model, self.solver_space.from_unit(batch.images), batch.tasks)
+        """The solver's loss on a replay batch: distillation from teacher logits, else cross-entropy.
+
+        A solver that reads codes (`reads_codes`, a LatentSolver) gets the batch's codes
+        through its `classify_codes`; another, the images in its input space.
+        """
+        if self.reads_codes:
+            output = distributed.unwrap(model).classify_codes(batch.codes)
+        else:
+            output = avalanche_forward(model, self.solver_space.from_unit(batch.images), batch.tasks)
         if batch.soft:
             return distillation_loss(output, batch.targets, batch.kd_mask, self.temperature)
         return F.cross_entropy(output, batch.targets)

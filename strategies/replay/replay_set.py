@@ -1,7 +1,7 @@
-"""The replay set: generated examples made once per experience, stored as uint8, drawn in mini-batches."""
+"""The replay set: generated examples made once per experience, stored as uint8 (and codes), drawn in mini-batches."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
@@ -29,14 +29,16 @@ class ReplaySet:
     classes: torch.Tensor  # N int64 class each example stands for (the generator's condition)
     tasks: torch.Tensor  # N int64 task label of each example
     kd_mask: Optional[torch.Tensor] = None  # N x K bool: classes the distillation runs over
+    # N x latent_dim float codes the images were decoded from, for a solver that reads codes (LatentSolver)
+    # and for the generator's replay code and image terms; None: neither asks for them
+    codes: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def take(self, idx: torch.Tensor | slice) -> "ReplaySet":
         """The examples at `idx`, stored as they are."""
-        return ReplaySet(self.images[idx], self.targets[idx], self.classes[idx], self.tasks[idx],
-                         None if self.kd_mask is None else self.kd_mask[idx])
+        return ReplaySet(*(None if t is None else t[idx] for t in self.tensors()))
 
     def batch(self, idx: torch.Tensor) -> "ReplaySet":
         """The examples at `idx` with float images in [0, 1]: a mini-batch to train on."""
@@ -47,10 +49,12 @@ class ReplaySet:
     @staticmethod
     def cat(sets: list["ReplaySet"]) -> "ReplaySet":
         """The examples of several sets, one after the other."""
-        masks = [s.kd_mask for s in sets]
-        return ReplaySet(torch.cat([s.images for s in sets]), torch.cat([s.targets for s in sets]),
-                         torch.cat([s.classes for s in sets]), torch.cat([s.tasks for s in sets]),
-                         None if masks[0] is None else torch.cat(masks))
+        columns = zip(*(s.tensors() for s in sets))
+        return ReplaySet(*(None if parts[0] is None else torch.cat(parts) for parts in columns))
+
+    def tensors(self) -> list[Optional[torch.Tensor]]:
+        """Every field, in the order the constructor takes them (None where a set has no such field)."""
+        return [getattr(self, f.name) for f in fields(self)]
 
     @property
     def soft(self) -> bool:

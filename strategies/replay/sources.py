@@ -110,16 +110,23 @@ class ClassGaussianSource(ReplaySource):
         return codes, ids
 
     def sleep(self, codes: torch.Tensor, group_ids: torch.Tensor, refresh: Refresh) -> None:
-        """Refit every Gaussian: old ones on their draws carried into the new space, plus the new codes."""
+        """Refit the Gaussians: old ones on their draws carried into the new space, plus the new codes.
+
+        Without `refresh` (no old latent space to carry them from, or one that did not move: a
+        frozen encoder) the old Gaussians stay as they are, and a group the experience
+        brought codes of is fitted on those.
+        """
+        new_groups = torch.unique(group_ids).tolist()
+        kept = {} if refresh is not None else {g: s for g, s in self.gaussians.items() if g not in new_groups}
         refreshed: dict[int, torch.Tensor] = {}
         if refresh is not None:
             for g, stats in self.gaussians.items():
                 z_old = self._draw(stats, max(REFRESH_SAMPLES, 4 * self.latent_dim))
                 refreshed[g] = refresh(z_old, torch.full((len(z_old),), g, dtype=torch.long))
-        for g in torch.unique(group_ids).tolist():
+        for g in new_groups:
             new = codes[group_ids == g]
             refreshed[g] = torch.cat([refreshed[g], new]) if g in refreshed else new
-        self.gaussians = {g: self._fit(z) for g, z in sorted(refreshed.items())}
+        self.gaussians = dict(sorted({**kept, **{g: self._fit(z) for g, z in refreshed.items()}}.items()))
 
     @property
     def nbytes(self) -> int:

@@ -159,3 +159,22 @@ def _stream_accuracy(model, stream) -> float:
 def stream_accuracy():
     """The function (model, test stream) -> accuracy over the whole stream."""
     return _stream_accuracy
+
+
+def _fit_batch(model, x, y, steps=20, lr=1e-2) -> list[float]:
+    """The cross-entropy of `model` on one batch over `steps` Adam steps on its parameters."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.fixture(scope="session")
+def fit_batch():
+    """The function (model, images, labels) -> its losses over 20 Adam steps on that one batch."""
+    return _fit_batch

@@ -1,0 +1,156 @@
+"""LatentSolver and ali_replay@features: a head on the encoder's codes, replayed codes drawn from class statistics."""
+import copy
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.training import Naive
+
+from ali_replay.errors import ConfigError, ShapeError
+from strategies import ALIReplayPlugin, LatentSolver, code_head
+from strategies.registry import build_strategy, strategy_memory
+from strategies.replay import ClassGaussianSource
+
+SMALL = {"model": {"hidden": 32, "latent_dim": 4}, "replay_size": 200}
+
+
+def _model(ali, classes=10, width=16):
+    return LatentSolver(ali, code_head(ali.latent_dim, classes, width))
+
+
+class ReplayRecorder(SupervisedPlugin):
+    """Keeps every replay batch the ALI plugin drew, and the codes the solver classified."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches, self.classified = [], []
+
+    def before_training(self, strategy, *args, **kwargs):
+        model = strategy.model
+        head = model.classify_codes
+
+        def spy(codes):
+            self.classified.append(codes)
+            return head(codes)
+
+        model.classify_codes = spy
+
+    def after_training_iteration(self, strategy, *args, **kwargs):
+        batch = strategy.replay_plugin.replay_batch
+        if batch is not None:
+            self.batches.append(batch)
+
+
+def test_logits_are_the_heads_on_the_encoders_mean_codes(make_ali, digits):
+    torch.manual_seed(0)
+    ali = make_ali()
+    model = _model(ali)
+    x = digits[0][:30]
+    ali.train()
+    logits = model(x)
+    assert logits.shape == (30, 10)
+    ali.eval()
+    assert torch.allclose(logits, model.head(ali.encode(x)), atol=1e-6)
+    assert torch.allclose(model.classify_codes(ali.encode(x)), logits, atol=1e-6)
+    ali.train()
+    model(x)
+    assert ali.training is True and ali.encoder.training is True  # the caller's mode is left as it was
+
+
+def test_parameters_are_the_heads_only_and_its_loss_never_reaches_the_ali(make_ali, digits, fit_batch):
+    torch.manual_seed(0)
+    ali = make_ali()
+    model = _model(ali)
+    assert {id(p) for p in model.parameters()} == {id(p) for p in model.head.parameters()}
+    assert all(key.startswith("head.") for key in model.state_dict())
+    before = copy.deepcopy(ali.state_dict())
+    losses = fit_batch(model, digits[0][:64], digits[1][:64])
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(value, before[key]) for key, value in ali.state_dict().items())
+    assert all(p.grad is None for p in ali.parameters())
+
+
+def test_codes_of_the_wrong_shape_and_bad_alis_are_refused(make_ali):
+    model = _model(make_ali())
+    with pytest.raises(ShapeError, match=r"\(N, 4\).*classify_codes"):
+        model.classify_codes(torch.zeros(3, 5))
+    with pytest.raises(ConfigError, match="solver_input=latent needs an unconditional ALI"):
+        _model(make_ali(conditional=True))
+    with pytest.raises(ConfigError, match="solver_input=latent needs an ALI with an encoder"):
+        LatentSolver(make_ali(encoder=False), torch.nn.Linear(4, 10))
+    with pytest.raises(ConfigError, match="latent_dim, num_classes and width >= 1"):
+        code_head(4, 10, 0)
+
+
+def test_features_trains_on_replayed_codes_and_keeps_only_statistics(stream, make_solver, make_context):
+    torch.manual_seed(0)
+    recorder = ReplayRecorder()
+    strategy = build_strategy("ali_replay@features", make_solver(), SMALL, make_context(plugins=[recorder]))
+    model, plugin = strategy.model, strategy.replay_plugin
+    assert isinstance(model, LatentSolver) and model.ali is strategy.ali
+    assert {id(p) for g in strategy.optimizer.param_groups for p in g["params"]} == \
+        {id(p) for p in model.head.parameters()}
+    assert not {id(p) for p in model.parameters()} & {id(p) for p in strategy.ali.parameters()}
+    assert model.head[0].in_features == 4 and model.head[0].out_features == 400  # latent_head_width's default
+    for experience in stream.train_stream[:2]:
+        strategy.train(experience)
+    assert isinstance(plugin.source, ClassGaussianSource)
+    assert recorder.batches, "the second experience replays the first one's classes"
+    replayed = {id(c) for c in recorder.classified}
+    for batch in recorder.batches:
+        assert batch.codes.dtype == torch.float32 and batch.codes.shape == (20, 4)  # train_mb_size codes
+        assert set(batch.targets.tolist()) <= {0, 1} and torch.equal(batch.targets, batch.classes)
+        assert id(batch.codes) in replayed  # fed to the head as they are, not decoded and encoded again
+    memory = strategy_memory(strategy)
+    assert memory["stored_examples"] == 0 and memory["teacher"] == 0
+    assert memory["statistics"] == 4 * (4 + 16) * 4 > 0  # 4 classes: float32 mean and full covariance each
+
+
+def test_distilled_labels_are_the_previous_heads_scores_of_the_codes(stream, make_solver, make_context):
+    torch.manual_seed(0)
+    strategy = build_strategy("ali_replay@features+labels=solver_soft", make_solver(), SMALL, make_context())
+    strategy.train(stream.train_stream[0])
+    plugin = strategy.replay_plugin
+    teacher = plugin._teacher
+    replay = plugin.make_replay(50, plugin.groups, teacher)
+    assert replay.codes.shape == (50, 4) and replay.soft
+    assert torch.allclose(replay.targets, teacher.classify_codes(replay.codes), atol=1e-5)
+
+
+def test_a_latent_solver_of_another_ali_is_refused(stream, make_ali, make_context):
+    torch.manual_seed(0)
+    ali = make_ali()
+    model = _model(make_ali())
+    strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters()), train_mb_size=20,
+                     evaluator=make_context().evaluator,
+                     plugins=[ALIReplayPlugin(ali, source="class_latent", labels="stored")])
+    with pytest.raises(ConfigError, match="another ALI"):
+        strategy.train(stream.train_stream[0])
+
+
+def test_registry_refuses_it_where_it_cannot_work(make_solver, make_context):
+    with pytest.raises(ConfigError, match="solver_input=latent supports class_incremental"):
+        build_strategy("ali_replay@features", make_solver(), SMALL, make_context(scenario="task_incremental"))
+    with pytest.raises(ConfigError, match="solver_input=latent needs an encoder: use ali_replay"):
+        build_strategy("gan_replay+solver_input=latent", make_solver(), None, make_context())
+
+
+def test_features_beats_naive_on_split_digits(stream_factory, make_solver, make_context, stream_accuracy):
+    """About 15 s: 5 experiences of 280 images, 10 epochs of solver and ALI each, three strategies."""
+    stream = stream_factory(per_class=140)
+    small = {"model": {"hidden": 128}, "replay_size": 2000}
+    final = {}
+    for spec, params in (("naive", None), ("ali_replay@features", small),
+                         ("ali_replay@features+replay_code_weight=0+freeze_encoder_after=null", small)):
+        torch.manual_seed(0)
+        strategy = build_strategy(spec, make_solver(), params, make_context(train_epochs=10, generator_epochs=10))
+        for experience in stream.train_stream:
+            strategy.train(experience)
+        final[spec] = stream_accuracy(strategy.model, stream.test_stream)
+    # Seeds 0, 1, 2: the recipe 0.72, 0.665, 0.635; without holding its latent space still (the encoder
+    # trains throughout, the class statistics are carried through the round trip) 0.335, 0.36, 0.315;
+    # naive 0.195, 0.165, 0.17.
+    recipe, drifting = final["ali_replay@features"], final[
+        "ali_replay@features+replay_code_weight=0+freeze_encoder_after=null"]
+    assert recipe >= final["naive"] + 0.3, final
+    assert recipe >= drifting + 0.2, final
