@@ -20,8 +20,7 @@ from strategies.input_space import InputSpace, infer_input_space
 from strategies.latent_solver import LatentSolver
 from strategies.replay import (ALIGenerator, Labeller, ReplayBatches, ReplayConfig, ReplayRecipe, ReplaySet,
                                as_uint8_images, balanced_group_ids, keep_recognised, make_generator, make_source,
-                               refresh_codes,
-                               replay_config)
+                               refresh_codes, replay_config)
 
 logger = logging.getLogger(__name__)
 

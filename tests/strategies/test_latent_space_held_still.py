@@ -11,9 +11,14 @@ from strategies.replay import ALIGenerator
 from strategies.vae import VAE
 
 
+# one generator step per solver iteration on whole batches, every replay example kept
+UNFILTERED = dict(filter_replay=False, ali_epochs=None, ali_batch_size=None, ali_replay_batch_size=None)
+
+
 def _strategy(ali, evaluator, **settings):
     """Naive on a tiny solver with an ALIReplayPlugin of class-Gaussian replay, stored labels."""
-    plugin = ALIReplayPlugin(ali, source="class_latent", labels="stored", replay_size=100, **settings)
+    plugin = ALIReplayPlugin(ali, **{**UNFILTERED, "source": "class_latent", "labels": "stored", "replay_size": 100,
+                                     **settings})
     solver = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     return Naive(model=solver, optimizer=torch.optim.Adam(solver.parameters()), train_mb_size=20,
                  plugins=[plugin], evaluator=evaluator()), plugin
