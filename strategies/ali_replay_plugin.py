@@ -140,8 +140,12 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         The frozen copy of the previous decoder used within an experience by the sleep refresh
         is not counted (as Avalanche's frozen generator copy is not).
         """
-        teacher = module_nbytes(self._solver) if self.labeller.needs_teacher else 0
-        return self.generator.nbytes + self.source.nbytes + teacher
+        return self.generator.nbytes + self.source.nbytes + self.teacher_nbytes
+
+    @property
+    def teacher_nbytes(self) -> int:
+        """Bytes of the frozen previous solver kept to label or filter replay (0 when none is needed)."""
+        return module_nbytes(self._solver) if self.labeller.needs_teacher else 0
 
     # ------------------------------------------------------------------ callbacks
     def before_training(self, strategy, *args, **kwargs):

@@ -348,9 +348,7 @@ def strategy_memory(strategy) -> dict[str, int]:
     """
     plugin = _find(strategy, ALIReplayPlugin)
     if plugin is not None:
-        generator, kept = plugin.generator.nbytes, plugin.source.nbytes
-        # The plugin counts the generator, its source and the frozen previous solver (ALIReplayPlugin.nbytes).
-        teacher = plugin.nbytes() - generator - kept
+        generator, kept, teacher = plugin.generator.nbytes, plugin.source.nbytes, plugin.teacher_nbytes
         if isinstance(plugin.source, LatentMemorySource):
             return _memory(generator=generator, stored_examples=kept, teacher=teacher)
         return _memory(generator=generator, statistics=kept, teacher=teacher)
