@@ -221,10 +221,10 @@ def run_single(cfg: DictConfig, strategy_spec: str, seed: int) -> dict:
     device = dist_ctx.device(resolve_device(cfg.device))
     out = Path(cfg.output_dir)
     rid = run_id(strategy_spec, seed)
-    name, params = registry.load_strategy_params(strategy_spec)
 
     seed_everything(seed)
     bundle = build_stream(cfg.benchmark, cfg.data, seed)
+    name, params = registry.load_strategy_params(strategy_spec, bundle.input_shape)  # a bare name: its shape's recipe
     solver = build_solver(cfg.solver.name, bundle.input_shape, bundle.num_classes, bundle.scenario)
     loggers = _loggers(cfg, out / "logs" / rid) if dist_ctx.is_main else []
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=loggers)

@@ -5,7 +5,7 @@ from strategies.ali_training import ALITraining
 from strategies.input_space import InputSpace
 from strategies.latent_solver import LatentSolver, code_head
 from strategies.reconstruction_solver import ReconstructionSolver
-from strategies.registry import (STRATEGY_NAMES, StrategyContext, build_strategy, load_strategy_params,
+from strategies.registry import (STRATEGY_NAMES, StrategyContext, build_strategy, default_recipe, load_strategy_params,
                                  replay_preview, strategy_memory_bytes, strategy_recipes)
 from strategies.replay import ReplayConfig
 from strategies.vae import VAE
@@ -13,6 +13,6 @@ from strategies.vae import VAE
 __all__ = [
     "ALIGenerativeReplay", "ALIReplayPlugin", "ALITraining", "InputSpace", "LatentSolver", "ReconstructionSolver",
     "ReplayConfig", "VAE", "code_head", "replay_ali",
-    "STRATEGY_NAMES", "StrategyContext", "build_strategy", "load_strategy_params", "replay_preview",
+    "STRATEGY_NAMES", "StrategyContext", "build_strategy", "default_recipe", "load_strategy_params", "replay_preview",
     "strategy_memory_bytes", "strategy_recipes",
 ]

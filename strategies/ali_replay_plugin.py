@@ -18,6 +18,7 @@ from ali_replay.update import ReplayAnchors
 from strategies._common import experience_groups, experience_tensors, module_nbytes
 from strategies.input_space import InputSpace, infer_input_space
 from strategies.latent_solver import LatentSolver
+from strategies.reconstruction_solver import ALIFedSolver
 from strategies.replay import (ALIGenerator, Labeller, ReplayBatches, ReplayConfig, ReplayRecipe, ReplaySet,
                                as_uint8_images, balanced_group_ids, keep_recognised, make_generator, make_source,
                                refresh_codes, replay_config)
@@ -181,6 +182,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             self.input_space = infer_input_space(strategy.experience)
             self.labeller.solver_space = self.input_space
             logger.info("replay in the stream's input space %r", self.input_space)
+        self._share_input_space()
         current = experience_groups(strategy.experience)
         key = getattr(strategy.experience, "current_experience", None)
         self._experience_groups[tuple(current) if key is None else key] = current
@@ -208,6 +210,23 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         logger.info("experience %d: %d replay examples of %d old classes (source=%s, labels=%s)",
                     self.experiences_seen, len(self.replay), len(self._old_groups), self.source.name,
                     self.labeller.mode)
+
+    def _share_input_space(self) -> None:
+        """A solver fed through the ALI (its codes or its round trip) reads images in the plugin's input space.
+
+        Such a solver built without an input space of its own takes the plugin's (given or worked
+        out from the stream), so that on a normalising stream its ALI sees [0, 1] images, as it
+        does when it trains; one built with another space is an error.
+        """
+        solver = self._solver
+        if not isinstance(solver, ALIFedSolver) or solver.input_space == self.input_space:
+            return
+        if not solver.input_space.is_identity:
+            raise ConfigError(f"the solver reads images in {solver.input_space!r} but the stream's are in "
+                              f"{self.input_space!r}; build the solver and ALIReplayPlugin with one input_space "
+                              "(or leave the solver's out: it takes the plugin's)")
+        solver.input_space = self.input_space
+        logger.info("the %s solver reads images in %r", solver.solver_input, self.input_space)
 
     def before_training_epoch(self, strategy, *args, **kwargs):
         """Count epochs, so that the generator trains only during its first `current_ali_epochs`."""

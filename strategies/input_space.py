@@ -152,8 +152,9 @@ class InputSpace:
 
 # ---------------------------------------------------------------------- inference
 def _dataset_of(data: Any) -> Any:
-    """The dataset of an Avalanche experience, or `data` itself."""
-    return getattr(data, "dataset", data) if hasattr(data, "classes_in_this_experience") else data
+    """The dataset of an Avalanche experience (any of its kinds: it holds a `dataset` and is not one), or `data`."""
+    is_experience = hasattr(data, "dataset") and not hasattr(data, "__getitem__")
+    return data.dataset if is_experience else data
 
 
 def _group(groups: Any, name: str) -> Any:

@@ -133,18 +133,46 @@ def parse_spec(spec: str) -> tuple[str, Optional[str], list[str]]:
     return name, recipe.strip() or None, overrides
 
 
-def _load_recipes(name: str) -> DictConfig:
-    """The named recipes in configs/strategy/<name>.yaml (each a mapping of settings over the defaults)."""
+def _strategy_file(name: str) -> DictConfig:
+    """configs/strategy/<name>.yaml: its named recipes and the recipe each input shape defaults to."""
     path = resolve_config_path(name, "strategy")
     try:
         cfg = OmegaConf.load(path)
     except Exception as error:  # YAML errors come in many types
         raise ConfigError(f"cannot read strategy config {path}: {error}") from error
-    extra = set(cfg.keys()) - {"recipes"}
+    extra = set(cfg.keys()) - {"recipes", "shape_defaults"}
     if extra:
-        raise ConfigError(f"{path}: unknown top-level keys {sorted(extra)}; accepted: recipes (the defaults are "
-                          f"{SCHEMAS[name].__module__}.{SCHEMAS[name].__name__})")
-    return cfg.get("recipes") or OmegaConf.create({})
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(extra)}; accepted: recipes, shape_defaults (the "
+                          f"defaults are {SCHEMAS[name].__module__}.{SCHEMAS[name].__name__})")
+    recipes = cfg.get("recipes") or OmegaConf.create({})
+    for shape, recipe in (cfg.get("shape_defaults") or {}).items():
+        if recipe not in recipes:
+            raise ConfigError(f"{path}: shape_defaults names recipe {recipe!r} for {shape}, which is not among its "
+                              f"recipes ({', '.join(recipes.keys()) or 'none'}); add it or name another")
+    return cfg
+
+
+def _load_recipes(name: str) -> DictConfig:
+    """The named recipes in configs/strategy/<name>.yaml (each a mapping of settings over the defaults)."""
+    return _strategy_file(name).get("recipes") or OmegaConf.create({})
+
+
+def shape_key(input_shape) -> str:
+    """(3, 32, 32) -> '3x32x32', the way shape_defaults names a shape."""
+    return "x".join(str(int(s)) for s in input_shape)
+
+
+def default_recipe(name: str, input_shape=None) -> Optional[str]:
+    """The recipe a bare `name` stands for on images of `input_shape` (None: the strategy's defaults).
+
+    configs/strategy/<name>.yaml's `shape_defaults` maps shapes ('3x32x32') to recipes: one recipe
+    per shape, chosen on validation data, so that a stream nobody tuned on gets the recipe of its shape.
+    """
+    name, _, _ = parse_spec(name)
+    if input_shape is None:
+        return None
+    defaults = _strategy_file(name).get("shape_defaults") or {}
+    return defaults.get(shape_key(input_shape))
 
 
 def strategy_recipes(name: str) -> list[str]:
@@ -153,12 +181,18 @@ def strategy_recipes(name: str) -> list[str]:
     return list(_load_recipes(name).keys())
 
 
-def load_strategy_params(spec: str) -> tuple[str, DictConfig]:
+def load_strategy_params(spec: str, input_shape=None) -> tuple[str, DictConfig]:
     """'ali_replay@latent_memory+optim.precision=bfloat16' -> ('ali_replay', every setting of that spec).
 
     The strategy's typed defaults, then the recipe's settings, then the overrides, in that order.
+    A spec without a recipe takes the one its shape defaults to (`default_recipe`) when
+    `input_shape` is given, e.g. `ali_replay` on 3 x 32 x 32 images is `ali_replay@features`.
     """
     name, recipe, overrides = parse_spec(spec)
+    if recipe is None:
+        recipe = default_recipe(name, input_shape)
+        if recipe is not None:
+            logger.info("%s on %s images: recipe %s (shape_defaults)", name, shape_key(input_shape), recipe)
     params = OmegaConf.create({})
     if recipe is not None:
         recipes = _load_recipes(name)
@@ -203,8 +237,13 @@ def _silent_evaluator() -> EvaluationPlugin:
 
 def build_strategy(name: str, solver: torch.nn.Module, params: Optional[Mapping], ctx: StrategyContext
                    ) -> SupervisedTemplate:
-    """A ready-to-train strategy for `solver` (Adam at ctx.lr): `name` is a spec, `params` go on top of its settings."""
-    name, spec_params = load_strategy_params(name)
+    """A ready-to-train strategy for `solver` (Adam at ctx.lr): `name` is a spec, `params` go on top of its settings.
+
+    A spec without a recipe takes the recipe of ctx.input_shape where the strategy's config names
+    one (`default_recipe`): `ali_replay` on 3 x 32 x 32 images is `ali_replay@features`, whose
+    MLP head on the ALI's codes replaces `solver`.
+    """
+    name, spec_params = load_strategy_params(name, ctx.input_shape)
     check_choice("scenario", ctx.scenario, SCENARIOS)
     p = _params(name, params, base=spec_params)
     optimizer = torch.optim.Adam(solver.parameters(), lr=ctx.lr)

@@ -5,8 +5,8 @@ from omegaconf import OmegaConf
 
 from ali_replay.config import resolve_config_path
 from ali_replay.errors import ConfigError
-from strategies.registry import (STRATEGY_NAMES, StrategyContext, build_strategy, load_strategy_params,
-                                 replay_preview, strategy_memory_bytes, strategy_recipes)
+from strategies.registry import (STRATEGY_NAMES, StrategyContext, build_strategy, default_recipe,
+                                 load_strategy_params, replay_preview, strategy_memory_bytes, strategy_recipes)
 from strategies.replay import replay_fields
 from strategies.ali_generative_replay import ALIGenerativeReplay
 
@@ -187,3 +187,30 @@ def test_memory_accounting(stream, make_solver, evaluator):
     default.train(stream.train_stream[0])
     cond_bytes = sum(t.numel() * t.element_size() for t in default.ali.state_dict().values())
     assert default.ali.conditional and strategy_memory_bytes(default) == cond_bytes + solver_bytes
+
+
+def test_a_bare_name_takes_the_recipe_of_its_streams_shape(make_solver, evaluator):
+    assert default_recipe("ali_replay", (3, 32, 32)) == "features"
+    assert default_recipe("ali_replay", (1, 28, 28)) is None and default_recipe("ali_replay") is None
+    assert default_recipe("dgr", (3, 32, 32)) is None  # no shape_defaults in dgr.yaml
+    _, cifar = load_strategy_params("ali_replay", (3, 32, 32))
+    _, features = load_strategy_params("ali_replay@features")
+    assert cifar == features
+    _, mnist = load_strategy_params("ali_replay", (1, 28, 28))
+    assert mnist == load_strategy_params("ali_replay")[1] and mnist.solver_input == "image"
+    # A recipe or an override named in the spec wins over the shape's recipe.
+    assert load_strategy_params("ali_replay@unfiltered", (3, 32, 32))[1].solver_input == "image"
+    assert load_strategy_params("ali_replay+ali_epochs=3", (3, 32, 32))[1].ali_epochs == 3
+    strategy = build_strategy("ali_replay", make_solver(), {"model": {"hidden": 32}},
+                              _ctx(evaluator, input_shape=(3, 32, 32)))  # built, not trained
+    assert type(strategy.model).__name__ == "LatentSolver" and strategy.ali.latent_dim == 64
+
+
+def test_a_shape_default_naming_no_recipe_is_refused(tmp_path, monkeypatch):
+    from strategies import registry
+
+    bad = tmp_path / "ali_replay.yaml"
+    bad.write_text("shape_defaults:\n  3x32x32: featurez\nrecipes:\n  features: {ali_epochs: 2}\n")
+    monkeypatch.setattr(registry, "resolve_config_path", lambda name, kind: bad)
+    with pytest.raises(ConfigError, match="shape_defaults names recipe 'featurez' for 3x32x32.*features"):
+        registry.default_recipe("ali_replay", (3, 32, 32))
