@@ -37,6 +37,14 @@ def replay_ali(shape, num_classes: Optional[int] = None, recipe: Optional[Replay
     recipe refuses to guess it. `conditional=False` drops the class input (for Avalanche's
     `GenerativeReplay`, whose replay carries no labels).
     """
+    if recipe is None:
+        from strategies.registry import default_recipe, shape_key  # the registry imports this module
+
+        if default_recipe("ali_replay", shape) is not None:
+            logger.warning("on %s images the recipe chosen on validation data is ali_replay@%s, whose solver reads "
+                           "the ALI's codes: build it with strategies.build_strategy('ali_replay', ...) or a "
+                           "LatentSolver (README.md); this ALI replays pixels (the default image recipe)",
+                           shape_key(shape), default_recipe("ali_replay", shape))
     model = (recipe or ReplayRecipe()).model
     if conditional is not None:
         model = dataclasses.replace(model, conditional=conditional)

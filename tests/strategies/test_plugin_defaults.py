@@ -1,5 +1,6 @@
 """ALIReplayPlugin given nothing but the ALI is the default recipe: one ReplayConfig holds every default."""
 import dataclasses
+import logging
 
 import pytest
 from omegaconf import OmegaConf
@@ -82,3 +83,12 @@ def test_replay_ali_builds_the_recipes_networks_with_the_streams_class_count():
     assert plain.num_classes == 0 and plain.latent_dim == 16
     wide = replay_ali((1, 28, 28), recipe=ReplayRecipe(model=ModelConfig(conditional=False, latent_dim=8)))
     assert wide.latent_dim == 8
+
+
+def test_replay_ali_points_3x32x32_users_to_the_recipe_of_their_shape(caplog):
+    with caplog.at_level(logging.WARNING, logger="strategies.ali_replay_plugin"):
+        replay_ali((1, 28, 28), num_classes=10)
+        assert not caplog.records  # 28x28's recipe is the image recipe this ALI serves
+        ali = replay_ali((3, 32, 32), num_classes=10)
+    assert ali.preset == "conv32"
+    assert "ali_replay@features" in caplog.text and "LatentSolver" in caplog.text
