@@ -40,11 +40,12 @@ def replay_ali(shape, num_classes: Optional[int] = None, recipe: Optional[Replay
     if recipe is None:
         from strategies.registry import default_recipe, shape_key  # the registry imports this module
 
-        if default_recipe("ali_replay", shape) is not None:
+        shape_recipe = default_recipe("ali_replay", shape)
+        if shape_recipe is not None:
             logger.warning("on %s images the recipe chosen on validation data is ali_replay@%s, whose solver reads "
                            "the ALI's codes: build it with strategies.build_strategy('ali_replay', ...) or a "
                            "LatentSolver (README.md); this ALI replays pixels (the default image recipe)",
-                           shape_key(shape), default_recipe("ali_replay", shape))
+                           shape_key(shape), shape_recipe)
     model = (recipe or ReplayRecipe()).model
     if conditional is not None:
         model = dataclasses.replace(model, conditional=conditional)

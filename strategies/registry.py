@@ -162,6 +162,13 @@ def shape_key(input_shape) -> str:
     return "x".join(str(int(s)) for s in input_shape)
 
 
+def _shape_recipe(strategy_file: DictConfig, input_shape) -> Optional[str]:
+    """The recipe a strategy file's `shape_defaults` names for `input_shape` (None: none, or no shape)."""
+    if input_shape is None:
+        return None
+    return (strategy_file.get("shape_defaults") or {}).get(shape_key(input_shape))
+
+
 def default_recipe(name: str, input_shape=None) -> Optional[str]:
     """The recipe a bare `name` stands for on images of `input_shape` (None: the strategy's defaults).
 
@@ -169,10 +176,7 @@ def default_recipe(name: str, input_shape=None) -> Optional[str]:
     per shape, chosen on validation data, so that a stream nobody tuned on gets the recipe of its shape.
     """
     name, _, _ = parse_spec(name)
-    if input_shape is None:
-        return None
-    defaults = _strategy_file(name).get("shape_defaults") or {}
-    return defaults.get(shape_key(input_shape))
+    return None if input_shape is None else _shape_recipe(_strategy_file(name), input_shape)
 
 
 def strategy_recipes(name: str) -> list[str]:
@@ -189,13 +193,14 @@ def load_strategy_params(spec: str, input_shape=None) -> tuple[str, DictConfig]:
     `input_shape` is given, e.g. `ali_replay` on 3 x 32 x 32 images is `ali_replay@features`.
     """
     name, recipe, overrides = parse_spec(spec)
+    strategy_file = _strategy_file(name)
     if recipe is None:
-        recipe = default_recipe(name, input_shape)
+        recipe = _shape_recipe(strategy_file, input_shape)
         if recipe is not None:
             logger.info("%s on %s images: recipe %s (shape_defaults)", name, shape_key(input_shape), recipe)
     params = OmegaConf.create({})
     if recipe is not None:
-        recipes = _load_recipes(name)
+        recipes = strategy_file.get("recipes") or OmegaConf.create({})
         if recipe not in recipes:
             valid = ", ".join(recipes.keys()) or "(none)"
             raise ConfigError(f"unknown recipe {recipe!r} of strategy {name}; valid recipes: {valid}")
