@@ -28,7 +28,8 @@ from ali_replay.config import (FILE, FOLDER, SEED_RANGE, THREADS, at_least, chec
 from ali_replay.errors import ConfigError
 
 from benchmarks.solvers import SOLVER_NAMES
-from benchmarks.streams import check_benchmark_name, check_scenario
+from benchmarks.streams import (avalanche_default_transforms, check_benchmark_name, check_scenario,
+                                check_transforms)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class BenchmarkConfig:
     # Share of each class's training images held out as a validation stream, drawn by the run's
     # seed (benchmarks.streams.validation_split); 0 holds out nothing.
     validation: float = field(default=0.0, metadata=within(0.0, 1.0, high_open=True))
+    # none: images in [0, 1], no per-item transforms; avalanche: the default transforms of Avalanche's
+    # classic benchmark of the data set (SplitMNIST, SplitFMNIST, SplitCIFAR10, SplitCIFAR100)
+    transforms: str = "none"
 
 
 @dataclass
@@ -142,6 +146,9 @@ def validate_compare_config(cfg: DictConfig) -> DictConfig:
     """Check names and ranges that the schema's types cannot; raise ConfigError naming the key."""
     cfg.benchmark.name = check_benchmark_name(cfg.benchmark.name)
     cfg.benchmark.scenario = check_scenario(cfg.benchmark.scenario)
+    cfg.benchmark.transforms = check_transforms(cfg.benchmark.transforms)
+    if cfg.benchmark.transforms == "avalanche":
+        avalanche_default_transforms(cfg.benchmark.name)  # a data set Avalanche has no benchmark of fails here
     if str(cfg.solver.name).lower() not in SOLVER_NAMES:
         raise ConfigError(f"unknown solver '{cfg.solver.name}' (solver.name); valid names: {', '.join(SOLVER_NAMES)}")
     if str(cfg.device).lower() not in DEVICES:
@@ -164,8 +171,9 @@ def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     kept = {k: v for k, v in plain.items() if k not in EXECUTION_KEYS}
     if isinstance(kept.get("benchmark"), dict):
-        # Results written before `benchmark.validation` existed held nothing out, i.e. its default.
-        kept["benchmark"] = {"validation": 0.0, **kept["benchmark"]}
+        # Results written before `benchmark.validation` and `benchmark.transforms` existed held
+        # nothing out and had no per-item transforms, i.e. their defaults.
+        kept["benchmark"] = {"validation": 0.0, "transforms": "none", **kept["benchmark"]}
     return kept
 
 

@@ -17,14 +17,20 @@ by `validation_split` from `numpy.random.default_rng((seed, VALIDATION_KEY))`: t
 on every machine, and independent of the class order's draw. With 0 nothing is held out and the
 stream is exactly the one built without the key.
 
-Images stay uint8 tensors in memory; each item is converted to float32 in [0, 1] when the data
-loader asks for it, with no per-item transform pipeline on top (validation and test data alike).
+Images stay uint8 tensors in memory. With `benchmark.transforms=none` (the default) each item is
+converted to float32 in [0, 1] when the data loader asks for it, with no per-item transform pipeline
+on top (validation and test data alike). With `benchmark.transforms=avalanche` the items go through
+the default transforms of Avalanche's own classic benchmark of that data set (`SplitMNIST`,
+`SplitFMNIST`, `SplitCIFAR10`, `SplitCIFAR100`), imported from Avalanche: its `train` group on the
+training experiences (for CIFAR: random crop with 4 pixels of padding, horizontal flip, Normalize)
+and its `eval` group on validation and test data (Normalize only), exactly as those benchmarks
+serve them. Every strategy then sees the stream an Avalanche user gets from that benchmark.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -53,6 +59,15 @@ STREAMS: dict[str, StreamSpec] = {
 }
 BENCHMARK_NAMES: tuple[str, ...] = tuple(STREAMS)
 SCENARIOS: tuple[str, ...] = ("class_incremental", "task_incremental")
+TRANSFORMS: tuple[str, ...] = ("none", "avalanche")
+# The data sets with a classic Avalanche benchmark: the module and the prefix of its default
+# `_default_<prefix>_train_transform` / `_default_<prefix>_eval_transform`.
+AVALANCHE_DEFAULT_TRANSFORMS: dict[str, tuple[str, str]] = {
+    "mnist": ("avalanche.benchmarks.classic.cmnist", "mnist"),
+    "fashion_mnist": ("avalanche.benchmarks.classic.cfashion_mnist", "fmnist"),
+    "cifar10": ("avalanche.benchmarks.classic.ccifar10", "cifar10"),
+    "cifar100": ("avalanche.benchmarks.classic.ccifar100", "cifar100"),
+}
 # Mixed into the validation draw's seed so that it does not repeat the class order's draw.
 VALIDATION_KEY = 0x76616C
 
@@ -73,6 +88,7 @@ class StreamBundle:
     # validation stream holds (None when nothing is held out).
     train_indices: Optional[np.ndarray] = None
     validation_indices: Optional[np.ndarray] = None
+    transforms: str = "none"  # "avalanche": Avalanche's default transforms of the data set (module doc)
 
     @property
     def validation_stream(self) -> Any:
@@ -94,6 +110,60 @@ class _UInt8Images(Dataset):
 
     def __getitem__(self, i: int):
         return self.images[i].float().div_(255.0), self.targets[i]
+
+
+class _PILImages(_UInt8Images):
+    """uint8 N x C x H x W images served as PIL images, as torchvision's data sets serve them."""
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        pixels = self.images[i].permute(1, 2, 0).numpy()
+        return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels), self.targets[i]
+
+
+def check_transforms(transforms: Any) -> str:
+    """The normalised `benchmark.transforms` value, or a ConfigError listing the valid ones."""
+    value = str(transforms).strip().lower()
+    if value not in TRANSFORMS:
+        raise ConfigError(f"unknown benchmark.transforms {transforms!r}; valid: {', '.join(TRANSFORMS)}")
+    return value
+
+
+def avalanche_default_transforms(name: str) -> tuple[Callable, Callable]:
+    """The default (train, eval) transforms of Avalanche's classic benchmark of benchmark `name`."""
+    import importlib
+
+    dataset = STREAMS[check_benchmark_name(name)].dataset
+    if dataset not in AVALANCHE_DEFAULT_TRANSFORMS:
+        having = [b for b, spec in STREAMS.items() if spec.dataset in AVALANCHE_DEFAULT_TRANSFORMS]
+        raise ConfigError(f"benchmark.transforms=avalanche: Avalanche ships no classic benchmark of '{name}', so "
+                          f"it has no default transforms; use benchmark.transforms=none, or one of {', '.join(having)}")
+    module, prefix = AVALANCHE_DEFAULT_TRANSFORMS[dataset]
+    found = importlib.import_module(module)
+    return getattr(found, f"_default_{prefix}_train_transform"), getattr(found, f"_default_{prefix}_eval_transform")
+
+
+def _with_transforms(datasets: dict[str, _UInt8Images], train: Callable, evaluation: Callable) -> dict[str, Any]:
+    """The split data sets as Avalanche data sets with the train and eval transform groups.
+
+    As Avalanche's classic benchmarks build them (`nc_benchmark`): both groups on every data set, the
+    training split starting in `train`, the others in `eval`. A chain that starts from PIL images
+    (ToTensor, RandomCrop) is served PIL images, one of tensor ops (SplitMNIST's Normalize) tensors.
+    """
+    from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
+    from torchvision.transforms import Compose, ToTensor
+
+    chain = train.transforms if isinstance(train, Compose) else [train]
+    pil = any(isinstance(t, ToTensor) for t in chain)
+    groups = {"train": (train, None), "eval": (evaluation, None)}
+    out = {}
+    for split, data in datasets.items():
+        if pil:
+            data = _PILImages(data.images, torch.as_tensor(data.targets))
+        out[split] = _make_taskaware_classification_dataset(
+            data, transform_groups=groups, initial_transform_group="train" if split == "train" else "eval")
+    return out
 
 
 def check_validation_share(share: Any) -> float:
@@ -189,9 +259,10 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
     """Build the Avalanche benchmark named by `benchmark_cfg.name` from `load_dataset`.
 
     `benchmark_cfg` needs `name` and may give `scenario` (default class_incremental),
-    `shuffle_classes` (default false), `n_experiences` and `validation` (default 0: the share of
-    each class's training images held out as the `valid` stream); `data_cfg` may give `root`,
-    `download` and `path`.
+    `shuffle_classes` (default false), `n_experiences`, `validation` (default 0: the share of
+    each class's training images held out as the `valid` stream) and `transforms` (default none;
+    `avalanche`: the default transforms of Avalanche's classic benchmark of that data set, see the
+    module doc); `data_cfg` may give `root`, `download` and `path`.
     """
     from avalanche.benchmarks.scenarios.supervised import class_incremental_benchmark, with_classes_timeline
     from avalanche.benchmarks.scenarios.task_aware import task_incremental_benchmark, with_task_labels
@@ -202,6 +273,8 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
     scenario = check_scenario(_get(benchmark_cfg, "scenario", "class_incremental"))
     shuffle = bool(_get(benchmark_cfg, "shuffle_classes", False))
     validation = check_validation_share(_get(benchmark_cfg, "validation", 0.0))
+    transforms = check_transforms(_get(benchmark_cfg, "transforms", "none"))
+    shipped = avalanche_default_transforms(name) if transforms == "avalanche" else None
     spec = STREAMS[name]
     n_experiences = _get(benchmark_cfg, "n_experiences", None) or spec.n_experiences
     splits = data_module.load_dataset(
@@ -230,6 +303,8 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
                     "valid": _UInt8Images(splits.train.images[held], splits.train.targets[held])}
     else:
         datasets = {"train": _UInt8Images(splits.train.images, splits.train.targets), "test": test}
+    if shipped is not None:
+        datasets = _with_transforms(datasets, *shipped)
     bm = class_incremental_benchmark(datasets, class_order=order, num_experiences=n_experiences)
     if scenario == "task_incremental":
         bm = with_classes_timeline(task_incremental_benchmark(bm, reset_task_labels=True))
@@ -238,7 +313,8 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
     _classes_as_lists(bm)
     per_exp = num_classes // n_experiences
     groups = [order[i * per_exp:(i + 1) * per_exp] for i in range(n_experiences)]
-    logger.info("%s (%s): %d experiences, class order %s", name, scenario, n_experiences, order)
+    logger.info("%s (%s): %d experiences, class order %s%s", name, scenario, n_experiences, order,
+                ", Avalanche's default transforms" if shipped is not None else "")
     if val_idx is not None:
         logger.info("%s: %d training images held out for validation (%.3g of each class)", name, len(val_idx),
                     validation)
@@ -253,4 +329,5 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
         validation=validation,
         train_indices=train_idx,
         validation_indices=val_idx,
+        transforms=transforms,
     )

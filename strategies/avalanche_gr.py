@@ -20,14 +20,17 @@ data would live in different spaces and the comparison would handicap Avalanche'
 
 Choice (`input_space`):
 
-* `"mnist_normalised"` (default): real images are mapped into the decoder's space,
+* `"mnist_normalised"` (default): real images in [0, 1] are mapped into the decoder's space,
   (x - 0.1307) / 0.3081, at the start of every training and evaluation iteration, for the
   solver and for the VAE alike (`MNISTNormalisedInput`, the first plugin of both strategies,
   so it runs before the replay is appended). The solver and the VAE then see exactly what
   they see on Avalanche's SplitMNIST, and the VAE loss keeps its balance between the
   reconstruction term (summed squared error in normalised units) and the KL term. This is
   the setting of the reference measurement (0.713 on split MNIST). On other streams the same
-  affine map is applied: it is what the shipped decoder assumes, whatever the data.
+  affine map is applied: it is what the shipped decoder assumes, whatever the data. A stream
+  that normalises its images itself (a Normalize in its transforms, as Avalanche's classic
+  benchmarks and `benchmark.transforms=avalanche` have) is left as it is: that is Avalanche's
+  GenerativeReplay exactly as shipped on that benchmark.
 * `"unit"`: the decoder's final normalisation is replaced by the identity, so the VAE replays
   [0, 1] images like the stream's. Every network sees [0, 1] data, but the VAE's squared
   error shrinks by 0.3081^2 against its KL term, which makes it a different generator.
@@ -49,6 +52,7 @@ from avalanche.training.plugins.evaluation import default_evaluator
 from torch import Tensor, nn
 
 from ali_replay.errors import ConfigError
+from strategies.input_space import infer_input_space
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +116,51 @@ class MNISTNormalisedInput(ReplayRecorder):
 
     to_picture = staticmethod(from_mnist_space)
 
+    def __init__(self):
+        super().__init__()
+        self.maps: Optional[bool] = None  # decided on the stream's first experience
+
+    def _decide(self, experience) -> None:
+        """Map only a stream in [0, 1]: one that normalises itself is what MlpVAE was shipped for."""
+        if self.maps is None:
+            space = infer_input_space(experience)
+            self.maps = space.is_identity
+            if not self.maps:
+                logger.info("avalanche_gr: the stream normalises its images itself (%r); fed as they are", space)
+
+    def before_training_exp(self, strategy, *args, **kwargs):
+        self._decide(strategy.experience)
+        super().before_training_exp(strategy, *args, **kwargs)
+
+    def before_eval_exp(self, strategy, *args, **kwargs):
+        self._decide(strategy.experience)
+
     def before_training_iteration(self, strategy, *args, **kwargs):
-        strategy.mbatch[0] = to_mnist_space(strategy.mbatch[0])
+        if self.maps:
+            strategy.mbatch[0] = to_mnist_space(strategy.mbatch[0])
         super().before_training_iteration(strategy, *args, **kwargs)
 
     def before_eval_iteration(self, strategy, *args, **kwargs):
-        strategy.mbatch[0] = to_mnist_space(strategy.mbatch[0])
+        if self.maps:
+            strategy.mbatch[0] = to_mnist_space(strategy.mbatch[0])
+
+
+class UnitStreamOnly(SupervisedPlugin):
+    """Refuses a stream that is not in [0, 1], for a generator that learns and replays [0, 1] images."""
+
+    def __init__(self, name: str, instead: str):
+        super().__init__()
+        self.name, self.instead = name, instead
+        self._checked = False
+
+    def before_training_exp(self, strategy, *args, **kwargs):
+        if self._checked:
+            return
+        space = infer_input_space(strategy.experience)
+        if not space.is_identity:
+            raise ConfigError(f"{self.name} learns and replays images in [0, 1], but this stream feeds {space!r} "
+                              f"(it normalises its images); use {self.instead}, or a stream without a Normalize")
+        self._checked = True
 
 
 def _silent_evaluator() -> EvaluationPlugin:

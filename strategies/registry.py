@@ -22,7 +22,7 @@ from ali_replay.errors import ConfigError
 from strategies._common import as_config, check_choice, module_nbytes
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.ali_replay_plugin import ALIReplayPlugin
-from strategies.avalanche_gr import ReplayRecorder, build_avalanche_gr
+from strategies.avalanche_gr import ReplayRecorder, UnitStreamOnly, build_avalanche_gr
 from strategies.latent_solver import LatentSolver, code_head
 from strategies.reconstruction_solver import ALIFedSolver, ReconstructionSolver
 from strategies.replay import (SOLVER_INPUTS, DGRRecipe, GANReplayRecipe, LatentMemorySource, ReplayConfig,
@@ -62,6 +62,7 @@ class VAEReplayParams:
 
     Replay is concatenated to each batch and labelled by the argmax of the previous solver.
     The optimiser is Avalanche's default generator setting (BENCHMARKS.md, "Split digits").
+    Its VAE learns and replays [0, 1] images, so a stream that normalises is refused (use dgr).
     """
 
     latent_dim: int = field(default=16, metadata=at_least(1))
@@ -349,7 +350,8 @@ def _build_vae_replay(p: dict, ctx: StrategyContext, common: dict, extra_plugins
         train_epochs=generator_epochs, eval_mb_size=ctx.eval_mb_size, device=common["device"],
         plugins=[GenerativeReplayPlugin(replay_size=replay_size)], evaluator=_silent_evaluator)
     # The recorder goes first so that it sees each batch before Avalanche extends it.
-    plugins = [ReplayRecorder()] + extra_plugins
+    plugins = [UnitStreamOnly("vae_replay", "dgr (the same conv VAE, its replay in the stream's space)"),
+               ReplayRecorder()] + extra_plugins
     return GenerativeReplay(generator_strategy=generator_strategy, replay_size=replay_size, plugins=plugins, **common)
 
 

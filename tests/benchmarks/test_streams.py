@@ -165,3 +165,83 @@ def test_split_cifar100_with_in_memory_splits(monkeypatch):
     bundle = build_stream({"name": "split_cifar100"}, {"root": "nowhere"}, seed=0)
     assert calls == ["cifar100"]
     _check_split(bundle, 10, 10, (3, 32, 32), n_train=200, n_test=100)
+
+
+# --------------------------------------------------------------------------- Avalanche's default transforms
+
+
+def _tiny_cifar10(monkeypatch, per_class=(6, 3)):
+    """load_dataset answering a tiny in-memory CIFAR-10 (random pixels), as the CIFAR-100 test does."""
+    rng = np.random.default_rng(2)
+
+    def split(n):
+        y = torch.as_tensor(_labels_per_class(10, n))
+        return data_module.ImageDataset(torch.as_tensor(rng.integers(0, 256, size=(len(y), 3, 32, 32),
+                                                                     dtype=np.uint8)), y)
+
+    splits = data_module.DataSplits("cifar10", split(per_class[0]), split(per_class[1]), 10, (3, 32, 32))
+    monkeypatch.setattr(data_module, "load_dataset", lambda *args, **kwargs: splits)
+    return splits
+
+
+def test_avalanche_transforms_are_split_cifar10s_own(monkeypatch):
+    from avalanche.benchmarks.classic.ccifar10 import _default_cifar10_eval_transform
+    from strategies.input_space import infer_input_space
+
+    _tiny_cifar10(monkeypatch)
+    plain = build_stream({"name": "split_cifar10"}, {"root": "x"}, seed=0)
+    shipped = build_stream({"name": "split_cifar10", "transforms": "avalanche", "validation": 0.5}, {"root": "x"},
+                           seed=0)
+    assert plain.transforms == "none" and shipped.transforms == "avalanche"
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
+    std = torch.tensor([0.2023, 0.1994, 0.2010]).view(3, 1, 1)
+    assert _default_cifar10_eval_transform.transforms[-1].mean == pytest.approx(mean.flatten().tolist())
+    # Test data: the eval group (ToTensor, Normalize) of the very images the plain stream serves.
+    for a, b in zip(plain.benchmark.test_stream, shipped.benchmark.test_stream):
+        x_plain, y_plain, _ = a.dataset[0]
+        x_shipped, y_shipped, _ = b.dataset[0]
+        assert y_plain == y_shipped
+        assert torch.allclose(x_shipped, (x_plain - mean) / std, atol=1e-5)
+    # Training data: augmented (random crop with padding, flip), so repeated reads differ; its eval view does not.
+    experience = shipped.benchmark.train_stream[0]
+    torch.manual_seed(0)
+    reads = [experience.dataset[0][0] for _ in range(12)]
+    assert any(not torch.equal(reads[0], r) for r in reads[1:])
+    assert torch.equal(experience.dataset.eval()[0][0], experience.dataset.eval()[0][0])
+    # The validation stream is served in the eval group too, and replay plugins find the Normalize.
+    valid = shipped.validation_stream[0].dataset
+    assert torch.equal(valid[0][0], valid[0][0])
+    assert infer_input_space(experience).mean.flatten().tolist() == pytest.approx(mean.flatten().tolist())
+    assert _classes(shipped.benchmark.train_stream) == _classes(plain.benchmark.train_stream)
+
+
+def test_avalanche_transforms_on_split_mnist_normalise_once(shared_data):
+    plain = build_stream({"name": "split_mnist"}, {"root": str(shared_data)}, seed=0)
+    shipped = build_stream({"name": "split_mnist", "transforms": "avalanche"}, {"root": str(shared_data)}, seed=0)
+    for stream in ("train_stream", "test_stream"):
+        x_plain, y, _ = getattr(plain.benchmark, stream)[1].dataset[5]
+        x_shipped, y_shipped, _ = getattr(shipped.benchmark, stream)[1].dataset[5]
+        assert y == y_shipped
+        assert torch.allclose(x_shipped, (x_plain - 0.1307) / 0.3081, atol=1e-5)
+
+
+def test_transforms_are_checked_with_the_fix():
+    from benchmarks.config import load_compare_config, validate_compare_config
+
+    with pytest.raises(ConfigError, match="valid: none, avalanche"):
+        build_stream({"name": "split_digits", "transforms": "torchvision"}, None, seed=0)
+    with pytest.raises(ConfigError, match="no classic benchmark of 'split_svhn'.*split_mnist"):
+        validate_compare_config(load_compare_config(overrides=["benchmark.name=split_svhn",
+                                                               "benchmark.transforms=avalanche"]))
+    with pytest.raises(ConfigError, match="split_digits"):
+        build_stream({"name": "split_digits", "transforms": "avalanche"}, None, seed=0)
+
+
+def test_results_written_before_the_transforms_key_still_match():
+    from benchmarks.config import fingerprint, load_compare_config
+
+    cfg = load_compare_config("split_mnist", [])
+    old = fingerprint(cfg)
+    del old["benchmark"]["transforms"]
+    assert fingerprint(old) == fingerprint(cfg)
+    assert fingerprint(load_compare_config("split_mnist", ["benchmark.transforms=avalanche"])) != fingerprint(cfg)

@@ -1,6 +1,7 @@
 """avalanche_gr: Avalanche's GenerativeReplay with its MlpVAE, on the project's [0, 1] streams."""
 import pytest
 import torch
+from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.models.generator import MlpVAE
 from avalanche.training import GenerativeReplay, Naive, VAETraining
@@ -101,3 +102,48 @@ def test_beats_naive_on_split_digits(digits_stream):
     assert images.shape[1:] == (1, 8, 8) and 0 <= float(images.min()) and float(images.max()) <= 1
     # Replay while training the last experience is labelled with the classes seen before it.
     assert set(labels.tolist()) <= set(range(8)) and len(set(labels.tolist())) > 2
+
+
+class _FirstBatch(SupervisedPlugin):
+    """Keeps the first mini-batch the solver is given (after every other plugin's changes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.x = None
+
+    def before_forward(self, strategy, *args, **kwargs):
+        if self.x is None:
+            self.x = strategy.mb_x.detach().clone()
+
+
+def _first_batch_and_plugin(stream):
+    solver = build_solver("mlp", (1, 8, 8), 10)
+    spy = _FirstBatch()
+    strategy = build_avalanche_gr(solver, torch.optim.Adam(solver.parameters()), input_shape=(1, 8, 8),
+                                  train_mb_size=16, train_epochs=1, plugins=[spy], evaluator=_evaluator())
+    strategy.train(stream.train_stream[0], num_workers=0)
+    plugin = next(p for p in strategy.plugins if isinstance(p, MNISTNormalisedInput))
+    return spy.x, plugin
+
+
+def test_a_stream_that_normalises_itself_is_fed_as_it_is(normalised_stream_factory, digits_stream):
+    # Avalanche's SplitMNIST normalises with MlpVAE's own statistics: exactly what it was shipped for.
+    shipped = normalised_stream_factory(mean=MNIST_MEAN, std=MNIST_STD)
+    x, plugin = _first_batch_and_plugin(shipped)
+    assert plugin.maps is False
+    assert float(x.min()) == pytest.approx(-MNIST_MEAN / MNIST_STD, abs=1e-4)  # normalised once, not twice
+    assert float(x.max()) <= (1 - MNIST_MEAN) / MNIST_STD + 1e-4
+    # A [0, 1] stream is mapped into the decoder's space, as before.
+    x, plugin = _first_batch_and_plugin(digits_stream.benchmark)
+    assert plugin.maps is True
+    assert float(x.min()) == pytest.approx(-MNIST_MEAN / MNIST_STD, abs=1e-4)
+
+
+def test_vae_replay_refuses_a_normalising_stream(normalised_stream_factory, make_context):
+    from strategies.registry import build_strategy
+
+    stream = normalised_stream_factory()
+    solver = build_solver("mlp", (1, 8, 8), 10)
+    strategy = build_strategy("vae_replay", solver, None, make_context(input_shape=(1, 8, 8)))
+    with pytest.raises(ConfigError, match=r"normalises its images\); use dgr"):
+        strategy.train(stream.train_stream[0], num_workers=0)
