@@ -83,6 +83,10 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     `freeze_encoder_after` stops training the encoder after that many experiences: the codes
     of old classes then stay where their statistics were taken, and the sleep phase keeps
     those statistics as they are instead of carrying them through a round trip.
+    With a solver that reads codes, `train_after_freeze=False` then idles the generator: no
+    more generator steps and no decoded replay (the head is fed the drawn codes; only a preview
+    of them is decoded), which takes the decoding and the ALI's training out of every
+    experience after the freeze.
 
     The generator learns and replays images in [0, 1]; `input_space` maps the stream's images
     there and back (a stream that normalises, as Avalanche's SplitMNIST and SplitCIFAR10 do).
@@ -174,6 +178,10 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             raise ConfigError("the LatentSolver reads the codes of another ALI than the replay generator's, so "
                               "replayed codes would be of another latent space; build both on one ALI: "
                               "LatentSolver(ali, head) and ALIReplayPlugin(ali, ...)")
+        if not self.config.train_after_freeze and not self.labeller.reads_codes:
+            raise ConfigError("train_after_freeze=false is for a solver that reads the ALI's codes (solver_input="
+                              "latent, a LatentSolver): this solver learns from the decoded replay; set "
+                              "train_after_freeze=true")
         dist_ctx = distributed.current()
         if dist_ctx.enabled and self.config.freeze_encoder_after is not None:
             raise ConfigError("freeze_encoder_after is for one process (DistributedDataParallel cannot drop the "
@@ -267,7 +275,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def after_training_iteration(self, strategy, *args, **kwargs):
         """Wake step: the generator learns the real mini-batch plus (the first examples of) the replay batch."""
         epochs = self.current_ali_epochs
-        if epochs is not None and self._epoch > epochs:
+        if (epochs is not None and self._epoch > epochs) or self._generator_idle:
             return
         batch = self.replay_batch
         if batch is not None and self.config.ali_replay_batch_size is not None:
@@ -277,7 +285,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def after_training_exp(self, strategy, *args, **kwargs):
         """The generator's remaining passes (when it has more than the solver), then the sleep refresh."""
         extra = (self.current_ali_epochs or 0) - strategy.train_epochs
-        if extra > 0:
+        if extra > 0 and not self._generator_idle:
             self._extra_generator_epochs(strategy, extra)
         self.sleep(strategy)
         if self.labeller.needs_teacher:
@@ -345,6 +353,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         order = torch.randperm(len(replay), generator=self.rng).to(self._device)  # mixed classes
         replay = replay.take(order)
         preview = replay.batch(torch.arange(min(PREVIEW_SIZE, len(replay)), device=self._device))
+        if self._generator_idle:  # only codes were drawn: decode the preview's
+            preview.images = self.generator.decode(preview.codes, preview.classes)
         self.last_replay = (preview.images.cpu(), hard[order][:PREVIEW_SIZE].cpu())
         return replay
 
@@ -363,7 +373,10 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             ids = torch.as_tensor(group_ids)[torch.randint(len(group_ids), (n,), generator=self.rng)]
         classes = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)[ids]
         tasks = torch.as_tensor([t for _, t in self.groups], dtype=torch.long)[ids]
-        images = batched(lambda z, y: as_uint8_images(self.generator.decode(z, y)), codes, classes)
+        if self._generator_idle:  # nothing trains on the images and the solver reads codes: none decoded
+            images = torch.empty((n, 0), dtype=torch.uint8)
+        else:
+            images = batched(lambda z, y: as_uint8_images(self.generator.decode(z, y)), codes, classes)
         reads_codes = self.labeller.reads_codes
         codes = codes.float() if reads_codes or self._anchored else None
         targets, kd_mask, hard, classes = self.labeller.label(teacher, images, classes, tasks, conditioned,
@@ -397,6 +410,11 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def _anchored(self) -> bool:
         """Whether the generator's steps on replay pull toward the codes the replay was decoded from."""
         return bool(self.config.replay_code_weight or self.config.replay_image_weight)
+
+    @property
+    def _generator_idle(self) -> bool:
+        """Whether the generator no longer trains nor decodes replay (`train_after_freeze=False`, frozen encoder)."""
+        return not self.config.train_after_freeze and self._encoder_frozen and self.labeller.reads_codes
 
     @property
     def _encoder_frozen(self) -> bool:

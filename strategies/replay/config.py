@@ -74,6 +74,10 @@ class ReplayConfig:
     # experiences the encoder trains in before it is frozen (the sleep phase then keeps the class statistics
     # as they are); None: it trains throughout
     freeze_encoder_after: Optional[int] = field(default=None, metadata=at_least(0))
+    # after the encoder is frozen, for a solver that reads codes: whether the generator's decoder and
+    # discriminator keep training on decoded replay (false: codes only, nothing decoded but a preview;
+    # the head never reads the images, so only the generator's pictures of later classes change)
+    train_after_freeze: bool = True
 
     def check(self) -> "ReplayConfig":
         """This config if its values are valid, else a ConfigError naming the setting and the fix."""
@@ -85,6 +89,9 @@ class ReplayConfig:
         if self.source == "prior" and self.labels == "stored":
             raise ConfigError("source=prior with labels=stored is invalid: prior samples carry no labels; "
                               "use labels=solver_soft or labels=solver_hard")
+        if not self.train_after_freeze and self.freeze_encoder_after is None:
+            raise ConfigError("train_after_freeze=false acts once the encoder is frozen; set freeze_encoder_after "
+                              "(e.g. 1), or train_after_freeze=true")
         check_ranges(OmegaConf.structured(self), type(self))  # the bounds each field declares
         return self
 
