@@ -285,6 +285,9 @@ def render_markdown(results: dict) -> str:
         f"- generator epochs per experience: {_or(generator.get('epochs'), 'strategy default')}",
         f"- seeds: {', '.join(str(s) for s in cfg.get('seeds', []))}; runs finished: {len(results['runs'])}",
     ]
+    if bench.get("transforms") == "avalanche":
+        lines.append("- transforms: the default transforms of Avalanche's own classic benchmark of the data set "
+                     "(`benchmark.transforms=avalanche`: training augmentation where it has one, Normalize)")
     if with_val:
         lines.append(f"- validation: {_or(bench.get('validation'), 'n/a')} of each class's training images held "
                      "out; `final val acc` is the final average accuracy on them. Choose recipes on it "

@@ -245,3 +245,15 @@ def test_results_written_before_the_transforms_key_still_match():
     del old["benchmark"]["transforms"]
     assert fingerprint(old) == fingerprint(cfg)
     assert fingerprint(load_compare_config("split_mnist", ["benchmark.transforms=avalanche"])) != fingerprint(cfg)
+
+
+def test_the_report_says_when_a_stream_had_avalanches_transforms():
+    from benchmarks.report import render_markdown
+
+    run = {"strategy": "naive", "seed": 0, "acc_matrix": [[0.5]], "final_avg_acc": 0.5, "avg_forgetting": 0.0,
+           "bwt": 0.0, "train_seconds": 1.0, "n_experiences": 1}
+    results = {"benchmark": "split_cifar10", "scenario": "class_incremental", "runs": [run],
+               "config": {"benchmark": {"name": "split_cifar10", "transforms": "avalanche"}, "seeds": [0]}}
+    assert "- transforms: the default transforms of Avalanche's own classic benchmark" in render_markdown(results)
+    results["config"]["benchmark"]["transforms"] = "none"
+    assert "- transforms:" not in render_markdown(results)
