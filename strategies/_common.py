@@ -75,11 +75,9 @@ def experience_groups(experience) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def experience_tensors(experience, batch_size: int = 512, group: str = "eval"
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All images (through the `group` transforms: eval, or train with its augmentation), labels and task
-    labels of an experience."""
-    dataset = experience.dataset.eval() if group == "eval" else experience.dataset.train()
+def experience_tensors(experience, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All images (eval transforms), labels and task labels of an experience."""
+    dataset = experience.dataset.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=getattr(dataset, "collate_fn", None))
     xs, ys, ts = [], [], []
     for batch in loader:

@@ -394,11 +394,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         """
         if not self.source.keeps_statistics:
             return
-        # A head on codes learns the current classes from the codes of training images (augmented where the
-        # stream augments): each class's statistics are taken over those too, so that replayed and real
-        # codes come from one distribution. Without augmentation both groups give the same images.
-        group = "train" if self.labeller.reads_codes else "eval"
-        images, classes, tasks = experience_tensors(strategy.experience, group=group)
+        images, classes, tasks = experience_tensors(strategy.experience)
         group_of = {g: i for i, g in enumerate(self.groups)}
         ids = torch.as_tensor([group_of[(int(c), int(t))] for c, t in zip(classes, tasks)], dtype=torch.long)
         group_class = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)
