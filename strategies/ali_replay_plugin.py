@@ -374,7 +374,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         classes = torch.as_tensor([c for c, _ in self.groups], dtype=torch.long)[ids]
         tasks = torch.as_tensor([t for _, t in self.groups], dtype=torch.long)[ids]
         if self._generator_idle:  # nothing trains on the images and the solver reads codes: none decoded
-            images = torch.empty((n, 0), dtype=torch.uint8)
+            images = torch.empty((n, 0), dtype=torch.uint8, device=self._device)  # indexed like the codes
         else:
             images = batched(lambda z, y: as_uint8_images(self.generator.decode(z, y)), codes, classes)
         reads_codes = self.labeller.reads_codes

@@ -1,4 +1,6 @@
 """avalanche_gr: Avalanche's GenerativeReplay with its MlpVAE, on the project's [0, 1] streams."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
@@ -102,6 +104,17 @@ def test_beats_naive_on_split_digits(digits_stream):
     assert images.shape[1:] == (1, 8, 8) and 0 <= float(images.min()) and float(images.max()) <= 1
     # Replay while training the last experience is labelled with the classes seen before it.
     assert set(labels.tolist()) <= set(range(8)) and len(set(labels.tolist())) > 2
+
+
+def test_beats_naive_on_a_stream_normalised_like_splitmnist(normalised_stream_factory):
+    # Avalanche's own benchmark generator with SplitMNIST's Normalize as its transforms: fed as it is.
+    stream = normalised_stream_factory(per_class=140, mean=MNIST_MEAN, std=MNIST_STD)  # the whole 1,400
+    bundle = SimpleNamespace(benchmark=stream, input_shape=(1, 8, 8), num_classes=10, n_experiences=5)
+    naive, _ = _train(bundle, "naive")
+    replay, strategy = _train(bundle, "avalanche_gr")
+    assert next(p for p in strategy.plugins if isinstance(p, MNISTNormalisedInput)).maps is False
+    # Measured with seed 0: naive 0.18, avalanche_gr 0.72.
+    assert replay > naive + 0.35, (replay, naive)
 
 
 class _FirstBatch(SupervisedPlugin):

@@ -179,6 +179,17 @@ def test_an_idle_generator_after_the_freeze_decodes_only_a_preview(stream, make_
     assert set(labels.tolist()) <= set(range(4))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_an_idle_generator_runs_on_cuda(stream, make_solver, make_context):
+    torch.manual_seed(0)
+    strategy = build_strategy("ali_replay@features+train_after_freeze=false", make_solver(), SMALL,
+                              make_context(device=torch.device("cuda")))
+    for experience in stream.train_stream[:3]:
+        strategy.train(experience)
+    images, _ = strategy.replay_plugin.last_replay  # the preview decoded on the GPU, kept on the CPU
+    assert strategy.ali.device.type == "cuda" and images.shape[1:] == (1, 8, 8)
+
+
 def test_train_after_freeze_false_needs_a_frozen_encoder_and_a_code_reading_solver(stream, make_ali, make_solver,
                                                                                    make_context):
     with pytest.raises(ConfigError, match="set freeze_encoder_after"):
@@ -226,7 +237,8 @@ def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, 
     stream = benchmark_from_datasets(train=[e.dataset.subset(range(500)) for e in full.train_stream],
                                      test=[e.dataset.subset(range(300)) for e in full.test_stream])
     final = {}
-    for spec in ("naive", "ali_replay@features"):
+    idle = "ali_replay@features+train_after_freeze=false"  # the generator idles once the encoder is frozen
+    for spec in ("naive", "ali_replay@features", idle):
         torch.manual_seed(0)
         ctx = make_context(input_shape=(1, 28, 28), train_epochs=8, generator_epochs=8, train_mb_size=50)
         strategy = build_strategy(spec, SimpleMLP(num_classes=10), {"replay_size": 2000} if spec != "naive"
@@ -236,6 +248,7 @@ def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, 
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
     assert strategy.model.input_space == InputSpace(mean=0.1307, std=0.3081)
     assert final["ali_replay@features"] >= final["naive"] + 0.25, final
+    assert final[idle] >= final["naive"] + 0.25, final
 
 
 @pytest.mark.slow
