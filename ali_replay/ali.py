@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Optional
 
 import torch
 from avalanche.models.generator import Generator
 from torch import nn
 
+from ali_replay.config import ModelConfig, replay_model
 from ali_replay.errors import ConfigError
 from ali_replay.models import Decoder, Encoder, JointDiscriminator, choose_preset
 from ali_replay.runtime import evaluating
@@ -90,6 +92,9 @@ class ALI(Generator, nn.Module):
         return self.reconstruct(x, y)
 
 
+DEFAULT_CLASSES = 10  # what build_ali(shape) assumed before it took the class count
+
+
 def _check_labels(num_classes: int, position: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
     """Forward pre-hook of a conditional network (labels `y` at argument `position`): labels in 0..num_classes-1."""
     y = kwargs.get("y", args[position] if len(args) > position else None)
@@ -103,12 +108,22 @@ def _check_labels(num_classes: int, position: int, module: nn.Module, args: tupl
                           "(e.g. benchmark.n_classes)")
 
 
-def build_ali(shape, model_cfg, num_classes: Optional[int] = None, encoder: bool = True) -> ALI:
+def build_ali(shape, model_cfg: Optional[ModelConfig] = None, num_classes: Optional[int] = None,
+              encoder: bool = True) -> ALI:
     """An ALI (or, with `encoder=False`, an encoder-free GAN) for images of `shape`.
 
-    A class-conditional model (`model_cfg.conditional`) needs `num_classes`, the
-    stream's class count; its networks refuse labels outside 0..num_classes-1.
+    `model_cfg` None: the networks of ALI replay's default recipe (`ali_replay.config.replay_model`).
+    A class-conditional model needs `num_classes`, the stream's class count; its networks refuse
+    labels outside 0..num_classes-1. `build_ali(shape)` alone, the call of earlier versions, still
+    builds the default model for 10 classes, with a DeprecationWarning.
     """
+    if model_cfg is None:
+        model_cfg = replay_model()
+        if num_classes is None:
+            warnings.warn("build_ali(shape) without num_classes builds a class-conditional ALI for 10 classes; "
+                          "pass num_classes=N (the stream's class count), or use strategies.replay_ali(shape, "
+                          "num_classes)", DeprecationWarning, stacklevel=2)
+            num_classes = DEFAULT_CLASSES
     if model_cfg.conditional:
         if num_classes is None:
             raise ConfigError("a class-conditional ALI needs the class count: build_ali(shape, model_cfg, "

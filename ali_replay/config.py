@@ -103,6 +103,11 @@ class ModelConfig:
     dropout: float = _number(0.2, within(0, 1, high_open=True))  # discriminator dropout (the ALI paper's regulariser)
 
 
+def replay_model() -> ModelConfig:
+    """The networks of ALI replay's default recipe: a class-conditional ALI, latent 16, conv presets at half width."""
+    return ModelConfig(conditional=True, latent_dim=16, hidden=128, width=0.5)
+
+
 @dataclass
 class OptimConfig:
     """Adam settings and loss weights of one ALI update."""
@@ -294,12 +299,15 @@ def numeric_fields_without_bounds(schema: type, prefix: str = "") -> list[str]:
 def merge_config(
     schema: type | DictConfig,
     path: str | Path | None = None,
-    overrides: Sequence[str] = (),
+    overrides: Sequence[Any] = (),
     check: bool = True,
+    where: str = "the settings",
 ) -> DictConfig:
-    """Merge a schema's defaults, a YAML file and `key=value` overrides, validating each.
+    """Merge a schema's defaults, a YAML file and overrides in order, validating each: the one merge routine.
 
-    With `check` (the default) the merged values are also checked against the ranges the schema
+    An override is a `key=value` string, or a mapping, DictConfig or dataclass instance of the
+    schema's keys (nested mappings merge key by key; `where` names such a layer in errors). With
+    `check` (the default) the merged values are also checked against the ranges the schema
     declares (`check_ranges`); pass False for an intermediate merge that later overrides complete.
     """
     base = schema if isinstance(schema, DictConfig) else OmegaConf.structured(schema)
@@ -318,18 +326,39 @@ def merge_config(
             raise ConfigError(f"cannot merge config file {path} over the schema ({error}); "
                               f"compare its layout with the shipped configs") from error
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=5)")
+        if item is None:
+            continue
+        if isinstance(item, str):
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=5)")
+            layer, source = OmegaConf.from_dotlist([item]), f"override '{item}'"
+        else:
+            layer, source = _layer(item), where
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            merged = OmegaConf.merge(merged, layer)
         except OmegaConfBaseException as error:
-            raise _explain(error, base, f"override '{item}'") from error
+            raise _explain(error, base, source) from error
         except (TypeError, ValueError) as error:  # e.g. `seeds.0=1`: an item of a list set like a key
-            raise ConfigError(f"cannot apply override '{item}' ({error}); set a list whole, "
-                              f"e.g. seeds=[0,1]") from error
+            raise ConfigError(f"cannot apply {source} ({error}); set a list whole, e.g. seeds=[0,1]") from error
     if check:
         check_ranges(merged)
     return merged
+
+
+def _layer(item: Any) -> DictConfig:
+    """A mapping, DictConfig or dataclass instance as a config layer to merge."""
+    if isinstance(item, DictConfig):
+        return item
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return OmegaConf.structured(item)
+    if isinstance(item, Mapping):
+        return OmegaConf.create(dict(item))
+    raise ConfigError(f"expected a mapping of settings, got {type(item).__name__}")
+
+
+def typed(schema: type, *layers: Any, where: str = "the settings") -> Any:
+    """An instance of the dataclass `schema`: its defaults with `layers` merged over them (`merge_config`), checked."""
+    return OmegaConf.to_object(merge_config(schema, overrides=layers, where=where))
 
 
 def load_run_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> DictConfig:

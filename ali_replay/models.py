@@ -41,10 +41,10 @@ def _with_label(h: torch.Tensor, onehot: Optional[torch.Tensor]) -> torch.Tensor
 class Dropout(nn.Dropout):
     """`nn.Dropout` whose CPU masks come from 16-bit slices of 64-bit random words.
 
-    On a CPU, drawing one Bernoulli variable per element is most of dropout's cost (and
-    about a tenth of an ALI update, all in the discriminator); four 16-bit lanes of one
-    random word each give an element's keep decision with probability round((1 - p) * 2^16)
-    / 2^16, at less than half the time (forward and backward). Other devices use `nn.Dropout` unchanged.
+    On a CPU, drawing one Bernoulli variable per element is most of dropout's cost (and a
+    sizeable share of an ALI update, all in the discriminator; BENCHMARKS.md, "Training speed");
+    four 16-bit lanes of one random word each give an element's keep decision with probability
+    round((1 - p) * 2^16) / 2^16, for fewer random bits. Other devices use `nn.Dropout` unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

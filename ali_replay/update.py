@@ -61,12 +61,6 @@ class ALIOptimizers:
         self.d.load_state_dict(state["d"])
         self.g.load_state_dict(state["g"])
 
-    def scale_lr(self, factor: float) -> None:
-        """Multiply every learning rate by `factor` (used after a divergence)."""
-        for opt in (self.d, self.g):
-            for group in opt.param_groups:
-                group["lr"] *= factor
-
 
 def make_optimizers(ali: ALI, optim_cfg) -> ALIOptimizers:
     """Adam for D and Adam for (G_z, G_x), with the configured learning rates and betas."""
@@ -216,8 +210,8 @@ def simultaneous_step(ali: ALI, optimizers: ALIOptimizers, optim_cfg, x: torch.T
                       ) -> dict[str, torch.Tensor]:
     """Both players' losses from one D pass, as the ALI authors' code does; each gradient reaches its own weights.
 
-    One discriminator forward fewer than `alternating_step` (BENCHMARKS.md, "Cheaper ALI
-    updates"); the encoder and decoder are scored by the discriminator before its step.
+    One discriminator forward fewer than `alternating_step` (BENCHMARKS.md, "Training
+    speed"); the encoder and decoder are scored by the discriminator before its step.
     """
     n, pair_y = x.shape[0], _pair_labels(y)
     z, z_hat, x_tilde, x_rec, z_rec, anchored = _encode_and_decode(ali, Players(ali), optim_cfg, x, y, anchors)

@@ -47,7 +47,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 MB = 2 ** 20
 KB = 2 ** 10
-# The kinds of kept bytes a run records under `memory` (strategies.registry.strategy_memory), as headed.
+# The kinds of kept bytes a run records under `memory` (strategies.strategy_memory), as headed.
 MEMORY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("generator", "generator"), ("stored_examples", "stored examples"), ("statistics", "statistics"),
     ("teacher", "teacher"),

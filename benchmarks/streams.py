@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ali_replay.errors import ConfigError
+from ali_replay.errors import ConfigError, ShapeError
+from strategies.kind import SCENARIOS
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +48,18 @@ class StreamSpec:
 
     dataset: str
     n_experiences: int
+    shape: tuple[int, int, int]  # C x H x W of its images
 
 
 STREAMS: dict[str, StreamSpec] = {
-    "split_digits": StreamSpec("digits", 5),
-    "split_mnist": StreamSpec("mnist", 5),
-    "split_fashion_mnist": StreamSpec("fashion_mnist", 5),
-    "split_cifar10": StreamSpec("cifar10", 5),
-    "split_svhn": StreamSpec("svhn", 5),
-    "split_cifar100": StreamSpec("cifar100", 10),
+    "split_digits": StreamSpec("digits", 5, (1, 8, 8)),
+    "split_mnist": StreamSpec("mnist", 5, (1, 28, 28)),
+    "split_fashion_mnist": StreamSpec("fashion_mnist", 5, (1, 28, 28)),
+    "split_cifar10": StreamSpec("cifar10", 5, (3, 32, 32)),
+    "split_svhn": StreamSpec("svhn", 5, (3, 32, 32)),
+    "split_cifar100": StreamSpec("cifar100", 10, (3, 32, 32)),
 }
 BENCHMARK_NAMES: tuple[str, ...] = tuple(STREAMS)
-SCENARIOS: tuple[str, ...] = ("class_incremental", "task_incremental")
 TRANSFORMS: tuple[str, ...] = ("none", "avalanche")
 # The data sets with a classic Avalanche benchmark: the module and the prefix of its default
 # `_default_<prefix>_train_transform` / `_default_<prefix>_eval_transform`.
@@ -215,6 +216,11 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return getattr(cfg, key, default)
 
 
+def stream_shape(name: str) -> tuple[int, int, int]:
+    """The C x H x W of a benchmark's images, known before its data is read."""
+    return STREAMS[check_benchmark_name(name)].shape
+
+
 def check_benchmark_name(name: str) -> str:
     """The normalised benchmark name, or a ConfigError listing the valid ones."""
     key = str(name).strip().lower().replace("-", "_")
@@ -283,6 +289,9 @@ def build_stream(benchmark_cfg: Any, data_cfg: Any = None, seed: int = 0) -> Str
         download=bool(_get(data_cfg, "download", False)),
         path=_get(data_cfg, "path", None),
     )
+    if tuple(int(s) for s in splits.shape) != spec.shape:
+        raise ShapeError(f"benchmark '{name}' expects images of shape {spec.shape}, but its data set holds "
+                         f"{tuple(splits.shape)}; point data.root at the {spec.dataset} files")
     num_classes = int(splits.num_classes)
     if n_experiences < 1 or num_classes % n_experiences != 0:
         divisors = [k for k in range(1, num_classes + 1) if num_classes % k == 0]

@@ -1,16 +1,15 @@
-"""Small helpers the strategies share: config coercion, byte counting, experience contents."""
+"""Small helpers the strategies share: choices, experience contents, a silent evaluator."""
 from __future__ import annotations
 
-import json
-import re
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from avalanche.training.plugins import EvaluationPlugin
 from torch.utils.data import DataLoader
 
-from ali_replay.config import merge_config
 from ali_replay.errors import ConfigError
+
+PREVIEW_SIZE = 64  # replayed examples a strategy keeps of each experience, for pictures
 
 
 def check_choice(name: str, value: Any, valid: Iterable[str]) -> str:
@@ -21,42 +20,9 @@ def check_choice(name: str, value: Any, valid: Iterable[str]) -> str:
     return value
 
 
-def _dotlist(mapping: Mapping, prefix: str = "") -> list[str]:
-    """A nested mapping as `a.b=value` overrides (values JSON-encoded so YAML reads them back)."""
-    items = []
-    for key, value in mapping.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, (Mapping, DictConfig)):
-            items.extend(_dotlist(value, dotted + "."))
-        else:
-            items.append(f"{dotted}={json.dumps(value)}")
-    return items
-
-
-def as_config(schema: type, value: Any = None, where: Optional[str] = None) -> DictConfig:
-    """A validated structured config from None, a dataclass instance, a dict or a DictConfig."""
-    if value is None:
-        return merge_config(schema)
-    if isinstance(value, schema):
-        return OmegaConf.structured(value)
-    if isinstance(value, DictConfig):
-        value = OmegaConf.to_container(value, resolve=True)
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"expected a mapping of {schema.__name__} keys, got {type(value).__name__}")
-    try:
-        return merge_config(schema, overrides=_dotlist(value))
-    except ConfigError as error:
-        # merge_config names the dot-list item; the user wrote a mapping, so name that instead.
-        where = where or f"the {schema.__name__} mapping"
-        raise ConfigError(re.sub(r"in override '[^']*'", f"in {where}", str(error))) from error
-
-
-def module_nbytes(module: Optional[torch.nn.Module]) -> int:
-    """Bytes of all parameters and buffers of a module (0 for None)."""
-    if module is None:
-        return 0
-    tensors = list(module.parameters()) + list(module.buffers())
-    return sum(t.numel() * t.element_size() for t in tensors)
+def silent_evaluator() -> EvaluationPlugin:
+    """An evaluator without metrics or loggers, for a generator's own strategy."""
+    return EvaluationPlugin(loggers=[])
 
 
 def experience_groups(experience) -> list[tuple[int, int]]:

@@ -1,26 +1,22 @@
 """ALITraining: a generator strategy for an ALI, usable as Avalanche GenerativeReplay's generator_strategy."""
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Any, Callable, List, Mapping, Optional, Union
+from typing import Any, Callable, List, Optional, Union
 
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin
 from avalanche.training.templates import SupervisedTemplate
-from omegaconf import DictConfig, OmegaConf
 
 from ali_replay.ali import ALI
-from ali_replay.config import OptimConfig
+from ali_replay.config import OptimConfig, typed
 from ali_replay.errors import ConfigError
 from ali_replay.update import ALIOptimizers, check_optim, make_optimizers, train_step
-from strategies._common import as_config
 from strategies.input_space import InputSpace, InputSpaceGenerator, infer_input_space
 from strategies.replay import replay_optim
 
 logger = logging.getLogger(__name__)
-
 
 
 class ALITraining(SupervisedTemplate):
@@ -57,10 +53,8 @@ class ALITraining(SupervisedTemplate):
         if input_space is not None and not isinstance(input_space, InputSpace):
             raise ConfigError("input_space must be a strategies.input_space.InputSpace (e.g. "
                               f"InputSpace(mean=..., std=...)) or None, got {type(input_space).__name__}")
-        if optim_cfg is None or isinstance(optim_cfg, (Mapping, DictConfig)):  # partial mappings keep the rest
-            partial = OmegaConf.to_container(optim_cfg) if isinstance(optim_cfg, DictConfig) else dict(optim_cfg or {})
-            optim_cfg = {**dataclasses.asdict(replay_optim()), **partial}
-        self.optim_cfg = as_config(OptimConfig, optim_cfg, where="optim_cfg")
+        # A partial mapping overrides only its keys: the others keep the replay settings.
+        self.optim_cfg = typed(OptimConfig, replay_optim(), optim_cfg, where="optim_cfg")
         check_optim(self.optim_cfg)
         self.ali = model
         self.ali_optimizers = optimizer if optimizer is not None else make_optimizers(model, self.optim_cfg)

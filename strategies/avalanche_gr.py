@@ -25,8 +25,8 @@ Choice (`input_space`):
   solver and for the VAE alike (`MNISTNormalisedInput`, the first plugin of both strategies,
   so it runs before the replay is appended). The solver and the VAE then see exactly what
   they see on Avalanche's SplitMNIST, and the VAE loss keeps its balance between the
-  reconstruction term (summed squared error in normalised units) and the KL term. This is
-  the setting of the reference measurement (0.713 on split MNIST). On other streams the same
+  reconstruction term (summed squared error in normalised units) and the KL term: the setting
+  of the reference measurement (../shared/REFERENCE_RESULTS.md). On other streams the same
   affine map is applied: it is what the shipped decoder assumes, whatever the data. A stream
   that normalises its images itself (a Normalize in its transforms, as Avalanche's classic
   benchmarks and `benchmark.transforms=avalanche` have) is left as it is: that is Avalanche's
@@ -41,18 +41,23 @@ the data the solver sees changes.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.models.generator import MlpVAE, VAE_loss
 from avalanche.training import GenerativeReplay, VAETraining
-from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin
+from avalanche.training.plugins import GenerativeReplayPlugin
 from avalanche.training.plugins.evaluation import default_evaluator
 from torch import Tensor, nn
 
+from ali_replay.config import at_least
 from ali_replay.errors import ConfigError
+from strategies._common import PREVIEW_SIZE, silent_evaluator
 from strategies.input_space import infer_input_space
+from strategies.kind import StrategyKind, template_args
+from strategies.memory import KeptBytes, module_nbytes
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +67,6 @@ INPUT_SPACES = ("mnist_normalised", "unit")
 LATENT_DIM = 2
 GENERATOR_LR = 0.01
 GENERATOR_WEIGHT_DECAY = 0.0001
-PREVIEW_SIZE = 64
 
 
 def to_mnist_space(x: Tensor) -> Tensor:
@@ -163,11 +167,6 @@ class UnitStreamOnly(SupervisedPlugin):
         self._checked = True
 
 
-def _silent_evaluator() -> EvaluationPlugin:
-    """The VAE's evaluator without loggers (it computes no metrics either way; this only silences it)."""
-    return EvaluationPlugin(loggers=[])
-
-
 def build_avalanche_gr(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -211,7 +210,7 @@ def build_avalanche_gr(
     generator_strategy = VAETraining(
         model=generator, optimizer=gen_optimizer, criterion=VAE_loss, train_mb_size=train_mb_size,
         train_epochs=train_epochs, eval_mb_size=eval_mb_size, device=device, plugins=gen_plugins,
-        evaluator=_silent_evaluator)
+        evaluator=silent_evaluator)
     strategy = GenerativeReplay(
         model=model, optimizer=optimizer, criterion=criterion if criterion is not None else nn.CrossEntropyLoss(),
         train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size, device=device,
@@ -223,5 +222,31 @@ def build_avalanche_gr(
 
 def replay_preview(strategy) -> Optional[tuple[Tensor, Tensor]]:
     """The first replayed images of the last experience in [0, 1] with their labels, or None."""
-    plugin = next((p for p in strategy.plugins if isinstance(p, MNISTNormalisedInput)), None)
-    return None if plugin is None else plugin.last_replay
+    recorder = next((p for p in strategy.plugins if isinstance(p, ReplayRecorder)), None)
+    return None if recorder is None else recorder.last_replay
+
+
+def generative_replay_memory(strategy) -> KeptBytes:
+    """What Avalanche's GenerativeReplay keeps: its generator's weights and the previous solver, which labels replay."""
+    plugin = next(p for p in strategy.plugins if isinstance(p, GenerativeReplayPlugin))
+    generator = plugin.generator_strategy.model if plugin.generator_strategy else None
+    return KeptBytes(generator=module_nbytes(generator), teacher=module_nbytes(strategy.model))
+
+
+@dataclass
+class AvalancheGRParams:
+    """avalanche_gr: Avalanche's GenerativeReplay as shipped (its MlpVAE and VAETraining defaults).
+
+    The generator trains for the solver's epochs, as GenerativeReplay's own does; see the
+    module doc for the one choice made (the space its replay lives in).
+    """
+
+    replay_size: Optional[int] = field(default=None, metadata=at_least(1))  # per mini-batch (None: as many as real)
+    input_space: str = "mnist_normalised"  # mnist_normalised | unit
+
+
+AVALANCHE_GR = StrategyKind(
+    name="avalanche_gr", settings=AvalancheGRParams, memory=generative_replay_memory, preview=replay_preview,
+    build=lambda settings, solver, ctx: build_avalanche_gr(
+        **template_args(solver, ctx), input_shape=ctx.input_shape, plugins=list(ctx.plugins),
+        replay_size=settings.replay_size, input_space=settings.input_space))

@@ -7,8 +7,9 @@ from torch import nn
 from ali_replay.ali import ALI
 from ali_replay.errors import ConfigError, ShapeError
 from ali_replay.runtime import evaluating
+from strategies.ali_fed_solver import ALIFedSolver
 from strategies.input_space import InputSpace
-from strategies.reconstruction_solver import ALIFedSolver
+
 
 def code_head(latent_dim: int, num_classes: int, width: int) -> nn.Sequential:
     """An MLP over codes: latent_dim -> width -> width -> num_classes, ReLU between the layers."""

@@ -1,44 +1,13 @@
-"""Solvers fed what the ALI makes of their inputs: its round trip (ReconstructionSolver) or its codes (LatentSolver)."""
+"""ReconstructionSolver: any classifier, fed every image through the ALI's round trip."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ali_replay.ali import ALI
-from ali_replay.errors import ConfigError
 from ali_replay.runtime import evaluating
+from strategies.ali_fed_solver import ALIFedSolver
 from strategies.input_space import InputSpace
-
-
-class ALIFedSolver(nn.Module):
-    """A classifier that reads its images through an ALI it never trains.
-
-    The ALI is held by reference, not as a submodule: `parameters()`, `state_dict()`
-    and `.to()` cover the classifier only, so the solver's optimiser never updates
-    the ALI (its own objective trains it) and its bytes are not counted twice. A deep
-    copy (the previous solver kept as a teacher) copies the ALI too, so the teacher sees
-    images through the ALI it was trained with. The ALI runs in eval mode (posterior
-    means, BatchNorm running statistics) and without autograd history, in its [0, 1]:
-    `input_space` maps a normalising stream's images there (None: images already in [0, 1]).
-    """
-
-    solver_input = ""  # the recipe's solver_input that selects this solver (named in errors)
-
-    def __init__(self, ali: ALI, input_space: InputSpace | None = None):
-        super().__init__()
-        if not isinstance(ali, ALI) or ali.encoder is None:
-            raise ConfigError(f"solver_input={self.solver_input} needs an ALI with an encoder")
-        if ali.conditional:
-            raise ConfigError(f"solver_input={self.solver_input} needs an unconditional ALI "
-                              "(model.conditional=false): a class-conditional encoder needs the label the solver "
-                              "is asked for")
-        self.__dict__["ali"] = ali  # plain attribute: see the class docstring
-        self.input_space = input_space or InputSpace()
-
-    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """The solver's images in the ALI's [0, 1] (clipped where a normalising stream overshoots)."""
-        space = self.input_space
-        return x if space.is_identity else space.to_unit(x).clamp(0, 1)
 
 
 class ReconstructionSolver(ALIFedSolver):

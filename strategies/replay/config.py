@@ -1,6 +1,6 @@
 """ReplayConfig: every setting of generative replay in one typed place; its defaults are the default recipe.
 
-The plugin's keyword arguments, the registry's accepted keys and the recipes in
+The plugin's keyword arguments, the catalogue's accepted keys and the recipes in
 configs/strategy/ali_replay.yaml are all read against these dataclasses, so a setting
 has one name, one type and one default.
 """
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from ali_replay.config import ModelConfig, OptimConfig, at_least, check_ranges, positive
+from ali_replay.config import ModelConfig, OptimConfig, at_least, check_ranges, positive, replay_model, typed
 from ali_replay.errors import ConfigError
 from ali_replay.update import check_optim
-from strategies._common import as_config, check_choice
+from strategies._common import check_choice
 
 SOURCES = ("prior", "class_latent", "latent_memory", "conditional")
 LABEL_MODES = ("stored", "solver_soft", "solver_hard")
@@ -28,7 +28,7 @@ def replay_optim() -> OptimConfig:
 
     Within one experience a small ALI must learn new classes while replaying old ones: it
     needs a faster rate and a stronger reconstruction term than the standalone trainer's
-    defaults (BENCHMARKS.md, "Split digits: the ALI's optimiser for replay").
+    defaults (BENCHMARKS.md, "Figures behind the replay defaults").
     """
     return OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0, cycle_z=1.0)
 
@@ -96,11 +96,6 @@ class ReplayConfig:
         return self
 
 
-def _recipe_model() -> ModelConfig:
-    """The default recipe's networks: a class-conditional ALI, latent 16, conv presets at half width."""
-    return ModelConfig(conditional=True, latent_dim=16, hidden=128, width=0.5)
-
-
 @dataclass
 class ReplayRecipe(ReplayConfig):
     """A replay strategy's settings (`ali_replay`): the replay's, the generator's networks, what the solver reads.
@@ -114,10 +109,16 @@ class ReplayRecipe(ReplayConfig):
     unconditional ALI with an encoder and a class-incremental stream.
     """
 
-    model: ModelConfig = field(default_factory=_recipe_model)
+    model: ModelConfig = field(default_factory=replay_model)
     solver_input: str = "image"  # image | reconstruction | latent (see the class docstring)
     # solver_input=latent: hidden units in each of the code head's two layers (it replaces the benchmark's solver)
     latent_head_width: int = field(default=400, metadata=at_least(1))
+
+    def check(self) -> "ReplayRecipe":
+        """This recipe if its values are valid, else a ConfigError naming the setting and the fix."""
+        check_choice("solver_input", self.solver_input, SOLVER_INPUTS)
+        super().check()
+        return self
 
 
 def _gan_model() -> ModelConfig:
@@ -137,35 +138,17 @@ def replay_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(ReplayConfig))
 
 
-def _plain(value: Any) -> dict:
-    """A ReplayConfig, DictConfig or mapping as a plain nested dict."""
-    if value is None:
-        return {}
-    if dataclasses.is_dataclass(value):
-        return OmegaConf.to_container(OmegaConf.structured(value), resolve=True)
-    if isinstance(value, DictConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {k: dict(v) if isinstance(v, Mapping) else v for k, v in value.items()}
-    raise ConfigError(f"expected a ReplayConfig or a mapping of its settings, got {type(value).__name__}")
-
-
 def replay_config(config: Any = None, where: str = "ALIReplayPlugin's settings", **settings) -> ReplayConfig:
     """A checked ReplayConfig: `config` (ReplayConfig, mapping or None) with `settings` on top.
 
     A partial `optim` mapping overrides only its keys: the others keep `replay_optim()`. A recipe
     (`ReplayRecipe`, `DGRRecipe`) gives its replay settings; its networks are the caller's business.
     """
-    merged = _plain(config)
-    if isinstance(config, ReplayConfig):
-        merged = {key: value for key, value in merged.items() if key in replay_fields()}
-    for key, value in settings.items():
-        if isinstance(value, (Mapping, DictConfig)) or dataclasses.is_dataclass(value):
-            value = _plain(value)
-            if isinstance(merged.get(key), dict):
-                value = {**merged[key], **value}
-        merged[key] = value
-    return OmegaConf.to_object(as_config(ReplayConfig, merged, where=where)).check()
+    if isinstance(config, ReplayConfig):  # a recipe's networks are not replay settings
+        config = ReplayConfig(**{key: getattr(config, key) for key in replay_fields()})
+        if not settings:
+            return config.check()
+    return typed(ReplayConfig, config, settings, where=where).check()
 
 
 @dataclass

@@ -19,18 +19,24 @@ from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError
 from ali_replay.runtime import evaluating
 from ali_replay.update import Players, ReplayAnchors, check_optim, make_optimizers, train_step
-from strategies._common import module_nbytes
+from strategies.memory import module_nbytes
 from strategies.replay.config import DGRRecipe, replay_optim
 from strategies.vae import VAE
 
 
 class ReplayGenerator(Protocol):
-    """What generative replay needs of a generator."""
+    """What generative replay needs of a generator: every member ALIReplayPlugin calls.
+
+    `make_generator` checks a generator handed in for all of them and names the missing ones.
+    """
 
     shape: tuple[int, ...]  # C x H x W of the images it makes
     latent_dim: int
     conditional: bool  # whether decode and encode read the classes
     has_encoder: bool
+    holds_latent: bool  # whether it can hold its latent space still (anchored replay steps, a frozen encoder)
+    encoder_frozen: bool  # `freeze_encoder` was called
+    device: torch.device  # where its weights live
 
     def decode(self, codes: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
         """Images in [0, 1] for codes (of `classes` when conditional), in eval mode, without autograd."""
@@ -41,8 +47,18 @@ class ReplayGenerator(Protocol):
     def frozen_decoder(self):
         """A frozen copy of the decoder as it is now: `(codes, classes) -> images`, for the sleep refresh."""
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One training step on a batch (real examples, then replayed ones), `weight` per example."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor],
+             anchors: Optional[ReplayAnchors] = None) -> dict[str, torch.Tensor]:
+        """One training step on a batch (real examples, then replayed ones), `weight` per example.
+
+        `anchors`: the replayed rows' codes, for a generator that `holds_latent` (else always None).
+        """
+
+    def freeze_encoder(self) -> None:
+        """Stop training the encoder for good (a generator that `holds_latent`; others refuse)."""
+
+    def distribute(self) -> None:
+        """Under torchrun: train data-parallel from now on (or refuse with the fix)."""
 
     def to(self, device: torch.device) -> "ReplayGenerator":
         """Move the weights (and optimiser state) to a device."""
@@ -53,6 +69,10 @@ class ReplayGenerator(Protocol):
     @property
     def nbytes(self) -> int:
         """Bytes of every parameter and buffer the generator keeps."""
+
+
+GENERATOR_MEMBERS = tuple(sorted(set(ReplayGenerator.__annotations__) | {
+    name for name in vars(ReplayGenerator) if not name.startswith("_")}))
 
 
 class FrozenDecoder:
@@ -100,6 +120,11 @@ class ALIGenerator:
     @property
     def has_encoder(self) -> bool:
         return self.ali.encoder is not None
+
+    @property
+    def holds_latent(self) -> bool:
+        """Its encoder can be anchored and frozen (an ALI; not the encoder-free GAN)."""
+        return self.has_encoder
 
     @property
     def device(self) -> torch.device:
@@ -189,6 +214,8 @@ class VAEGenerator:
 
     conditional = False
     has_encoder = True
+    holds_latent = False  # no anchored steps, no frozen encoder: replay_code_weight etc. are for an ALI
+    encoder_frozen = False
 
     def __init__(self, vae: VAE, optim: Optional[OptimConfig] = None):
         optim = optim if optim is not None else DGRRecipe().optim
@@ -244,9 +271,17 @@ class VAEGenerator:
         """The decoder (with its sigmoid) as it is now, frozen."""
         return FrozenDecoder(_VAEDecoder(self.vae), False, self.device)
 
-    def step(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None
-             ) -> dict[str, torch.Tensor]:
+    def freeze_encoder(self) -> None:
+        """Refuse: a frozen encoder holds an ALI's latent space still, not a VAE's."""
+        raise ConfigError("freeze_encoder_after acts on an ALI's encoder, and the VAE generator cannot hold its "
+                          "latent space still; set freeze_encoder_after=null, or replay with an ALI (ali_replay)")
+
+    def step(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
+             anchors: Optional[ReplayAnchors] = None) -> dict[str, torch.Tensor]:
         """One Adam step on the negative ELBO (Bernoulli pixels, Gaussian codes), per example weighted by `weight`."""
+        if anchors is not None:
+            raise ConfigError("anchored replay steps (replay_code_weight, replay_image_weight) are for an ALI; "
+                              "set them to 0 for the VAE generator")
         self.vae.train()
         x_hat, mean, logvar = self.vae(x)
         reconstruction = F.binary_cross_entropy(x_hat, x, reduction="none").flatten(1).sum(1)
@@ -260,13 +295,18 @@ class VAEGenerator:
 
 
 def make_generator(model: Any, optim: OptimConfig) -> ReplayGenerator:
-    """The generator interface around `model`: an ALI (or GAN), a VAE, or a ReplayGenerator as it is."""
+    """The generator interface around `model`: an ALI (or GAN), a VAE, or a ReplayGenerator as it is.
+
+    A generator of another kind must have every member of `ReplayGenerator`; the missing ones are named.
+    """
     if isinstance(model, ALI):
         return ALIGenerator(model, optim)
     if isinstance(model, VAE):
         return VAEGenerator(model, optim)
-    if all(hasattr(model, name) for name in ("decode", "encode", "step", "frozen_decoder", "nbytes", "shape",
-                                             "parameters")):
+    if isinstance(model, (ALIGenerator, VAEGenerator)):
+        return model
+    missing = [name for name in GENERATOR_MEMBERS if not hasattr(model, name)]
+    if not missing:
         return model
     raise ConfigError(f"the replay generator must be an ali_replay.ali.ALI, a strategies.vae.VAE or a "
-                      f"strategies.replay.ReplayGenerator, got {type(model).__name__}")
+                      f"strategies.replay.ReplayGenerator; {type(model).__name__} lacks {', '.join(missing)}")

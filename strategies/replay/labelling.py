@@ -11,19 +11,14 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from avalanche.models.utils import avalanche_forward
 
-from ali_replay import distributed
-from ali_replay.evaluation import batched
-from strategies.input_space import InputSpace
-from strategies.replay.replay_set import ReplaySet, as_float_images
+from strategies.replay.classes import Group
+from strategies.replay.replay_set import ReplaySet
 
 logger = logging.getLogger(__name__)
 
 FILTER_ROUNDS = 4  # fresh draws the filter may take to fill each class's share
 _MASKED = -1e4  # a logit that softmax turns into an exact zero without inf arithmetic
-
-Group = tuple[int, int]  # (class, task)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
@@ -65,58 +60,46 @@ class Labeller:
     """Targets for replay: ``stored`` (the class it was made for), ``solver_soft`` (the previous solver's
     logits, distilled at `temperature`) or ``solver_hard`` (its argmax over the old classes).
 
-    Replay is made in the generator's [0, 1]; the solvers (the previous one that labels it, the
-    current one that learns it) see it through `solver_space`, as they see the stream's images.
+    It works on class scores alone: the previous solver's scores of a replay set (however the
+    solver reads replay, `strategies.replay.feeds`) and the current solver's scores of a mini-batch.
     """
 
-    def __init__(self, mode: str, temperature: float, filter_replay: bool = False,
-                 solver_space: Optional[InputSpace] = None):
+    def __init__(self, mode: str, temperature: float, filter_replay: bool = False):
         self.mode = mode
         self.temperature = float(temperature)
         self.filter_replay = bool(filter_replay)
-        self.solver_space = solver_space or InputSpace()
-        self.reads_codes = False  # the solver reads codes (a LatentSolver): replay's codes go to classify_codes
 
     @property
     def needs_teacher(self) -> bool:
         """Whether a frozen copy of the previous solver labels or filters the replay."""
         return self.mode != "stored" or self.filter_replay
 
-    @torch.no_grad()
-    def label(self, teacher: Optional[torch.nn.Module], images: torch.Tensor, classes: torch.Tensor,
-              tasks: torch.Tensor, conditioned: bool, old_groups: list[Group], seen_groups: list[Group],
-              codes: Optional[torch.Tensor] = None
+    def label(self, logits: Optional[torch.Tensor], classes: torch.Tensor, tasks: torch.Tensor, conditioned: bool,
+              old_groups: list[Group], seen_groups: list[Group]
               ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
         """(targets, distillation mask or None, the teacher's hard labels, classes) of a decoded batch.
 
-        Without a teacher the classes are the labels. Replay that was made for no class
-        (unconditioned prior codes) takes the teacher's verdict as its class. With `codes`
-        (a solver that reads codes) the teacher judges the codes, not the images.
+        `logits` are the previous solver's scores of the batch (None: no teacher, the classes are
+        the labels). Replay that was made for no class (unconditioned prior codes) takes the
+        teacher's verdict as its class.
         """
-        if teacher is None:
+        if logits is None:
             return classes, None, classes, classes
-        targets, kd_mask, hard = self._teacher_targets(teacher, images, tasks, old_groups, seen_groups, codes)
+        targets, kd_mask, hard = self._teacher_targets(logits, tasks, old_groups, seen_groups)
         if not conditioned:
             classes = hard
         if self.mode == "stored":
             targets, kd_mask = classes, None  # the teacher only judged (filter_replay)
         return targets, kd_mask, hard, classes
 
-    def _teacher_targets(self, teacher: torch.nn.Module, images: torch.Tensor, tasks: torch.Tensor,
-                         old_groups: list[Group], seen_groups: list[Group], codes: Optional[torch.Tensor] = None
-                         ) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    def _teacher_targets(self, logits: torch.Tensor, tasks: torch.Tensor, old_groups: list[Group],
+                         seen_groups: list[Group]) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """The previous solver's (hard labels or logits, distillation mask, hard labels).
 
         Hard labels are the argmax over the old classes of the example's task: the previous
         solver never learnt the current ones.
         """
-        device = images.device
-        if codes is not None:
-            logits = batched(lambda z, _: teacher.classify_codes(z.to(device)), codes).float()
-        else:
-            logits = batched(lambda x, t: avalanche_forward(teacher, self.solver_space.from_unit(as_float_images(x)),
-                                                            t.to(device)), images, tasks).float()
-        old_mask = class_mask(old_groups, tasks, logits.shape[1]).to(device)
+        old_mask = class_mask(old_groups, tasks, logits.shape[1]).to(logits.device)
         hard = logits.masked_fill(~old_mask, float("-inf")).argmax(1)
         if self.mode == "solver_hard":
             return hard, None, hard
@@ -125,16 +108,9 @@ class Labeller:
         width = max(logits.shape[1], max(c for c, _ in seen_groups) + 1)
         return logits, class_mask(seen_groups, tasks, width), hard
 
-    def loss(self, model: torch.nn.Module, batch: ReplaySet) -> torch.Tensor:
-        """The solver's loss on a replay batch: distillation from teacher logits, else cross-entropy.
-
-        A solver that reads codes (`reads_codes`, a LatentSolver) gets the batch's codes
-        through its `classify_codes`; another, the images in its input space.
-        """
-        if self.reads_codes:
-            output = distributed.unwrap(model).classify_codes(batch.codes)
-        else:
-            output = avalanche_forward(model, self.solver_space.from_unit(batch.images), batch.tasks)
+    def loss(self, output: torch.Tensor, batch: ReplaySet) -> torch.Tensor:
+        """The solver's loss on a replay batch, given its scores `output`: distillation from teacher logits,
+        else cross-entropy."""
         if batch.soft:
             return distillation_loss(output, batch.targets, batch.kd_mask, self.temperature)
         return F.cross_entropy(output, batch.targets)

@@ -48,6 +48,7 @@ class ReplaySource:
     name = ""
     needs_encoder = False
     keeps_statistics = False  # whether `sleep` carries anything into the new latent space
+    memory_kind = "statistics"  # what its bytes are (strategies.memory.KeptBytes): statistics of the classes
 
     def __init__(self, latent_dim: int, rng: torch.Generator, scale: float = 1.0):
         self.latent_dim = latent_dim
@@ -157,6 +158,7 @@ class LatentMemorySource(ReplaySource):
     name = "latent_memory"
     needs_encoder = True
     keeps_statistics = True
+    memory_kind = "stored_examples"  # codes of real examples stand for them
 
     def __init__(self, latent_dim: int, rng: torch.Generator, budget_bytes: int, seed: int = 0):
         super().__init__(latent_dim, rng)
@@ -185,7 +187,8 @@ class LatentMemorySource(ReplaySource):
 
 
 def default_source(generator: ReplayGenerator) -> str:
-    """The best measured source for this kind of generator (BENCHMARKS.md, "Split digits: replay sources")."""
+    """The best measured source for this kind of generator (BENCHMARKS.md,
+    "Figures behind the replay defaults")."""
     if generator.conditional:
         return "conditional"
     return "class_latent" if generator.has_encoder else "prior"

@@ -53,7 +53,7 @@ def test_every_shipped_file_loads(kind):
 
 
 def test_every_shipped_strategy_spec_resolves():
-    from strategies.registry import load_strategy_params
+    from strategies import load_strategy_params
 
     for file in sorted((configs_dir() / "compare").rglob("*.yaml")):
         for spec in load_compare_config(file).strategies:

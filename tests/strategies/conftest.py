@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig
-from strategies.registry import StrategyContext
+from strategies import StrategyContext
 
 SHAPE = (1, 8, 8)
 PER_CLASS = 40  # training images per class in the tiny streams: 80 per experience

@@ -8,7 +8,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 
 from ali_replay.errors import ConfigError
-from strategies._common import module_nbytes
+from strategies.memory import module_nbytes
 from strategies.ali_replay_plugin import ALIReplayPlugin
 from strategies.replay import LABEL_MODES, SOURCES, as_float_images, distillation_loss
 
@@ -272,10 +272,10 @@ def test_filter_replay_keeps_what_the_previous_solver_recognises(stream, make_al
     teacher = copy.deepcopy(strategy.model).eval()
     torch.manual_seed(1)
     plugin.labeller.filter_replay = False
-    plain = plugin.make_replay(400, plugin.groups, teacher)
+    plain = plugin.maker.make(400, plugin.groups, teacher, plugin.feed)
     assert plugin.last_acceptance is None
     plugin.labeller.filter_replay = True
-    filtered = plugin.make_replay(400, plugin.groups, teacher)
+    filtered = plugin.maker.make(400, plugin.groups, teacher, plugin.feed)
     acceptance = plugin.last_acceptance
     assert 0.0 < acceptance < 1.0  # the tiny ALI makes some examples the solver does not recognise
     assert len(filtered) == 400
@@ -296,7 +296,7 @@ def test_filter_replay_tops_up_a_class_the_solver_never_recognises(stream, make_
         def forward(self, x):
             return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
 
-    replay = plugin.make_replay(101, plugin.groups, SaysZero())
+    replay = plugin.maker.make(101, plugin.groups, SaysZero(), plugin.feed)
     assert plugin.last_acceptance == pytest.approx(0.5, abs=0.02)
     counts = torch.bincount(replay.classes, minlength=2)[:2].tolist()
     assert len(replay) == 101 and sorted(counts) == [50, 51]  # class 1 filled with its rejected examples

@@ -11,7 +11,7 @@ from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin
 
 from ali_replay.errors import ConfigError
 from benchmarks import build_solver, build_stream
-from benchmarks.compare import accuracy_row
+from benchmarks.run import accuracy_row
 from strategies.avalanche_gr import (
     MNIST_MEAN, MNIST_STD, MNISTNormalisedInput, build_avalanche_gr, from_mnist_space, replay_preview,
     to_mnist_space,
@@ -153,7 +153,7 @@ def test_a_stream_that_normalises_itself_is_fed_as_it_is(normalised_stream_facto
 
 
 def test_vae_replay_refuses_a_normalising_stream(normalised_stream_factory, make_context):
-    from strategies.registry import build_strategy
+    from strategies import build_strategy
 
     stream = normalised_stream_factory()
     solver = build_solver("mlp", (1, 8, 8), 10)

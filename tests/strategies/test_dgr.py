@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ali_replay.data import load_dataset
-from strategies.registry import build_strategy, load_strategy_params
+from strategies import build_strategy, load_strategy_params
 from strategies.replay import VAEGenerator, replay_fields
 from strategies.vae import VAE
 

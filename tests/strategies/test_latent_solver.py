@@ -9,7 +9,7 @@ from avalanche.training import Naive
 from ali_replay.errors import ConfigError, ShapeError
 from strategies import ALIReplayPlugin, InputSpace, LatentSolver, code_head
 from strategies._common import experience_tensors
-from strategies.registry import build_strategy, strategy_memory
+from strategies import build_strategy, strategy_memory
 from strategies.replay import ClassGaussianSource
 
 SMALL = {"model": {"hidden": 32, "latent_dim": 4}, "replay_size": 200}
@@ -102,7 +102,7 @@ def test_features_trains_on_replayed_codes_and_keeps_only_statistics(stream, mak
         assert batch.codes.dtype == torch.float32 and batch.codes.shape == (20, 4)  # train_mb_size codes
         assert set(batch.targets.tolist()) <= {0, 1} and torch.equal(batch.targets, batch.classes)
         assert id(batch.codes) in replayed  # fed to the head as they are, not decoded and encoded again
-    memory = strategy_memory(strategy)
+    memory = strategy_memory(strategy).as_dict()
     assert memory["stored_examples"] == 0 and memory["teacher"] == 0
     assert memory["statistics"] == 4 * (4 + 16) * 4 > 0  # 4 classes: float32 mean and full covariance each
 
@@ -113,7 +113,7 @@ def test_distilled_labels_are_the_previous_heads_scores_of_the_codes(stream, mak
     strategy.train(stream.train_stream[0])
     plugin = strategy.replay_plugin
     teacher = plugin._teacher
-    replay = plugin.make_replay(50, plugin.groups, teacher)
+    replay = plugin.maker.make(50, plugin.groups, teacher, plugin.feed)
     assert replay.codes.shape == (50, 4) and replay.soft
     assert torch.allclose(replay.targets, teacher.classify_codes(replay.codes), atol=1e-5)
 

@@ -52,7 +52,7 @@ def test_replay_steps_carry_the_codes_of_the_replay_only_when_the_term_weighs(st
             continue
         assert all(a is not None and a.code_weight == 2.0 and a.image_weight == 0.0 for a in replayed)
         assert all(a.codes.shape == (20, 4) and a.codes.dtype == torch.float32 for a in replayed)
-        assert not plugin.labeller.reads_codes  # the image solver still learns the replayed images
+        assert not plugin.feed.reads_codes  # the image solver still learns the replayed images
 
 
 @pytest.mark.parametrize("order", ["alternating", "simultaneous"])
@@ -93,9 +93,9 @@ def test_a_frozen_encoder_keeps_its_batchnorm_statistics_too(order):
 @pytest.mark.parametrize("settings", [{"replay_code_weight": 1.0}, {"replay_image_weight": 1.0},
                                       {"freeze_encoder_after": 1}])
 def test_settings_on_the_encoder_need_an_ali_with_one(settings, make_ali):
-    with pytest.raises(ConfigError, match="has none; set them to 0, 0 and null"):
+    with pytest.raises(ConfigError, match="cannot hold its latent space still; set them to 0, 0 and null"):
         ALIReplayPlugin(make_ali(encoder=False), source="prior", labels="solver_hard", **settings)
-    with pytest.raises(ConfigError, match=r"this generator \(VAEGenerator\) has none"):
+    with pytest.raises(ConfigError, match=r"this generator \(VAEGenerator\) cannot hold its latent space still"):
         ALIReplayPlugin(VAE((1, 8, 8), latent_dim=4, hidden=32), source="prior", labels="solver_hard", **settings)
 
 

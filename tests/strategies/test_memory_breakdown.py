@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from strategies.registry import MEMORY_KINDS, build_strategy, strategy_memory, strategy_memory_bytes
+from strategies import MEMORY_KINDS, build_strategy, strategy_memory, strategy_memory_bytes
 
 SMALL_ALI = {"model": {"hidden": 32, "latent_dim": 4}}
 
@@ -18,7 +18,7 @@ def _trained(spec, stream, make_solver, make_context, params=None, experiences=2
 
 def _checked(strategy) -> dict:
     """The breakdown, after checking its kinds and that it adds up to the total."""
-    memory = strategy_memory(strategy)
+    memory = strategy_memory(strategy).as_dict()
     assert tuple(memory) == MEMORY_KINDS and all(isinstance(v, int) and v >= 0 for v in memory.values())
     assert sum(memory.values()) == strategy_memory_bytes(strategy)
     return memory

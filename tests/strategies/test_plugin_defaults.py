@@ -9,7 +9,7 @@ from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig
 from ali_replay.errors import ConfigError
 from strategies import ALIReplayPlugin, replay_ali
-from strategies.registry import load_strategy_params
+from strategies import load_strategy_params
 from strategies.replay import ReplayConfig, ReplayRecipe, replay_fields, replay_optim
 
 
@@ -50,10 +50,10 @@ def test_config_object_and_keywords_combine():
 
 def test_every_numeric_strategy_setting_declares_its_range():
     from ali_replay.config import numeric_fields_without_bounds
-    from strategies.registry import SCHEMAS
+    from strategies import STRATEGY_NAMES, kind
 
-    assert {name: numeric_fields_without_bounds(schema) for name, schema in SCHEMAS.items()
-            if numeric_fields_without_bounds(schema)} == {}
+    assert {name: numeric_fields_without_bounds(kind(name).settings) for name in STRATEGY_NAMES
+            if numeric_fields_without_bounds(kind(name).settings)} == {}
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -62,14 +62,14 @@ def test_every_numeric_strategy_setting_declares_its_range():
     ({"ali_epochs": -1}, "'ali_epochs': must be >= 0"),
     ({"memory_bytes": -5}, "'memory_bytes': must be >= 0"),
 ])
-def test_out_of_range_settings_stop_the_plugin_and_the_registry(setting, message):
-    from strategies.registry import load_strategy_params
+def test_out_of_range_settings_stop_the_plugin_and_the_catalogue(setting, message):
+    from strategies import resolve
 
     with pytest.raises(ConfigError, match=message):
         ALIReplayPlugin(_ali(True), **setting)
     key, value = next(iter(setting.items()))
     with pytest.raises(ConfigError, match=message):
-        load_strategy_params(f"ali_replay+{key}={value}")
+        resolve(f"ali_replay+{key}={value}")
 
 
 def test_replay_ali_builds_the_recipes_networks_with_the_streams_class_count():
@@ -86,7 +86,7 @@ def test_replay_ali_builds_the_recipes_networks_with_the_streams_class_count():
 
 
 def test_replay_ali_points_3x32x32_users_to_the_recipe_of_their_shape(caplog):
-    with caplog.at_level(logging.WARNING, logger="strategies.ali_replay_plugin"):
+    with caplog.at_level(logging.WARNING, logger="strategies.generative_replay"):
         replay_ali((1, 28, 28), num_classes=10)
         assert not caplog.records  # 28x28's recipe is the image recipe this ALI serves
         ali = replay_ali((3, 32, 32), num_classes=10)

@@ -6,7 +6,7 @@ import torch
 
 from ali_replay.errors import ConfigError
 from strategies.reconstruction_solver import ReconstructionSolver
-from strategies.registry import build_strategy
+from strategies import build_strategy
 
 
 def _params(**kw):

@@ -1,14 +1,14 @@
-"""The registry: every strategy builds and trains, configs and errors, memory accounting, previews."""
+"""build_strategy and the inspection: every strategy builds and trains, its settings reach it, kept bytes, previews."""
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from ali_replay.config import resolve_config_path
 from ali_replay.errors import ConfigError
-from strategies.registry import (STRATEGY_NAMES, StrategyContext, build_strategy, default_recipe,
-                                 load_strategy_params, replay_preview, strategy_memory_bytes, strategy_recipes)
-from strategies.replay import replay_fields
+from strategies import (STRATEGY_NAMES, StrategyContext, build_strategy, replay_preview, resolve, strategy_memory,
+                        strategy_memory_bytes, strategy_recipes)
 from strategies.ali_generative_replay import ALIGenerativeReplay
+from strategies.replay import replay_fields
 
 
 def _ctx(evaluator, **kw):
@@ -19,9 +19,9 @@ def _ctx(evaluator, **kw):
     return StrategyContext(**base)
 
 
-def _small(name, params):
+def _small(name, params=None):
     """Shrink the generators so that the test stays fast."""
-    params = OmegaConf.to_container(params) if params is not None else {}
+    params = dict(params or {})
     if name in ("ali_replay", "gan_replay", "dgr"):
         params.setdefault("model", {}).update(hidden=32, latent_dim=4)
     if name == "vae_replay":
@@ -41,9 +41,10 @@ def _specs():
 
 @pytest.mark.parametrize("spec", _specs())
 def test_every_strategy_builds_and_trains(spec, stream, make_solver, evaluator):
-    name, params = load_strategy_params(spec)
+    name = resolve(spec).name
     torch.manual_seed(0)
-    strategy = build_strategy(name, make_solver(), _small(name, params), _ctx(evaluator))
+    strategy = build_strategy(spec, make_solver(), _small(name), _ctx(evaluator))
+    assert strategy.strategy_spec.spec == spec and strategy.strategy_name == name
     for experience in stream.train_stream[:2]:
         strategy.train(experience)
     results = strategy.eval(stream.test_stream[:2])
@@ -60,52 +61,30 @@ def test_every_strategy_builds_and_trains(spec, stream, make_solver, evaluator):
 
 def test_task_incremental_context(task_stream, make_solver, evaluator):
     torch.manual_seed(0)
-    strategy = build_strategy("ali_replay", make_solver(), _small("ali_replay", None),
+    strategy = build_strategy("ali_replay", make_solver(), _small("ali_replay"),
                               _ctx(evaluator, scenario="task_incremental"))
     for experience in task_stream.train_stream[:2]:
         strategy.train(experience)
-    with pytest.raises(ConfigError, match="class_incremental, task_incremental"):
+    with pytest.raises(ConfigError, match="does not take scenario 'domain'; it takes class_incremental, "
+                                          "task_incremental"):
         build_strategy("naive", make_solver(), None, _ctx(evaluator, scenario="domain"))
 
 
-def test_unknown_names_recipes_and_keys(make_solver, evaluator):
-    with pytest.raises(ConfigError, match="naive, joint, er, avalanche_gr, vae_replay, dgr, gan_replay, ali_replay"):
-        build_strategy("ewc", make_solver(), None, _ctx(evaluator))
+def test_settings_errors_stop_the_build(make_solver, evaluator):
     with pytest.raises(ConfigError, match="valid strategies"):
-        load_strategy_params("ewc@x")
-    with pytest.raises(ConfigError, match="valid recipes: filtered, unfiltered, prior, class_latent, latent_memory, reconstruction"):
-        load_strategy_params("ali_replay@filtered_long_small_steps")
+        build_strategy("ewc", make_solver(), None, _ctx(evaluator))
     with pytest.raises(ConfigError, match="unknown config key 'memory' in er params; accepted keys: mem_size"):
         build_strategy("er", make_solver(), {"memory": 3}, _ctx(evaluator))
-    with pytest.raises(ConfigError, match="unknown config key 'model.depth' in ali_replay params; accepted keys: "):
-        build_strategy("ali_replay", make_solver(), {"model": {"depth": 3}}, _ctx(evaluator))
-    with pytest.raises(ConfigError, match="valid values"):
-        build_strategy("ali_replay", make_solver(), {"source": "memory"}, _ctx(evaluator))
-    with pytest.raises(ConfigError, match="unknown config key 'weighting' in override 'weighting=concat'"):
-        load_strategy_params("ali_replay@filtered+weighting=concat")
-    with pytest.raises(ConfigError, match="is not key=value"):
-        load_strategy_params("ali_replay@filtered+bf16")
-    with pytest.raises(ConfigError, match="bad value for config key 'ali_epochs'"):
-        load_strategy_params("ali_replay+ali_epochs=many")
-
-
-def test_recipes_and_overrides_merge_onto_the_typed_defaults():
-    _, defaults = load_strategy_params("ali_replay")
-    _, recipe = load_strategy_params("ali_replay@latent_memory")
-    assert recipe.source == "latent_memory" and recipe.model.conditional is False
-    assert recipe.model.latent_dim == defaults.model.latent_dim == 16 and recipe.optim == defaults.optim
-    _, composed = load_strategy_params("ali_replay@filtered+optim.precision=bfloat16+ali_epochs=5+model.width=1.0")
-    assert composed.filter_replay and composed.ali_batch_size == 64  # from the recipe
-    assert composed.ali_epochs == 5 and composed.optim.precision == "bfloat16" and composed.model.width == 1.0
-    assert composed.optim.lr_d == defaults.optim.lr_d
-    assert resolve_config_path("ali_replay", "strategy").name == "ali_replay.yaml"
-    assert len(strategy_recipes("ali_replay")) <= 7
+    with pytest.raises(ConfigError, match="a resolved spec carries its settings"):
+        build_strategy(resolve("er"), make_solver(), {"mem_size": 3}, _ctx(evaluator))
+    with pytest.raises(ConfigError, match="needs the benchmark's StrategyContext"):
+        build_strategy("er", make_solver())
 
 
 @pytest.mark.parametrize("recipe", [None] + strategy_recipes("ali_replay"))
 def test_a_recipes_settings_reach_the_plugin(recipe, make_solver, evaluator):
     spec = "ali_replay" if recipe is None else f"ali_replay@{recipe}"
-    _, params = load_strategy_params(spec)
+    params = OmegaConf.structured(resolve(spec).settings)
     strategy = build_strategy(spec, make_solver(), None, _ctx(evaluator, generator_epochs=3))  # built, not trained
     plugin = strategy.replay_plugin
     for key in replay_fields():
@@ -134,7 +113,7 @@ def test_generator_init_follows_the_seed_only(make_solver, evaluator):
     weights = []
     for _ in range(2):
         torch.manual_seed(123)
-        strategy = build_strategy("ali_replay", make_solver(), _small("ali_replay", None), _ctx(evaluator, seed=5))
+        strategy = build_strategy("ali_replay", make_solver(), _small("ali_replay"), _ctx(evaluator, seed=5))
         weights.append(strategy.ali.decoder.state_dict())
         after = torch.rand(1)
     assert all(torch.equal(a, b) for a, b in zip(weights[0].values(), weights[1].values()))
@@ -174,43 +153,31 @@ def test_memory_accounting(stream, make_solver, evaluator):
     vae_bytes = sum(t.numel() * t.element_size() for t in generator.state_dict().values())
     assert strategy_memory_bytes(vae) == vae_bytes + solver_bytes
     # ali_replay with stored labels: the ALI and the class statistics
-    _, params = load_strategy_params("ali_replay@class_latent")
-    ali = build_strategy("ali_replay", make_solver(), _small("ali_replay", params), _ctx(evaluator))
+    ali = build_strategy("ali_replay@class_latent", make_solver(), _small("ali_replay"), _ctx(evaluator))
     ali.train(stream.train_stream[0])
     ali_bytes = sum(t.numel() * t.element_size() for t in ali.ali.state_dict().values())
     plugin = ali.replay_plugin
     stats = sum(t.numel() * 4 for s in plugin.source.gaussians.values() for t in s.values())
     assert stats == 2 * (4 + (16 if plugin.config.covariance == "full" else 4)) * 4
     assert strategy_memory_bytes(ali) == ali_bytes + stats
+    assert strategy_memory(ali).statistics == stats and strategy_memory(ali).as_dict()["generator"] == ali_bytes
     # the default (conditional ALI, distillation): the ALI and the frozen previous solver
-    default = build_strategy("ali_replay", solver, _small("ali_replay", None), _ctx(evaluator))
+    default = build_strategy("ali_replay", solver, _small("ali_replay"), _ctx(evaluator))
     default.train(stream.train_stream[0])
     cond_bytes = sum(t.numel() * t.element_size() for t in default.ali.state_dict().values())
     assert default.ali.conditional and strategy_memory_bytes(default) == cond_bytes + solver_bytes
 
 
-def test_a_bare_name_takes_the_recipe_of_its_streams_shape(make_solver, evaluator):
-    assert default_recipe("ali_replay", (3, 32, 32)) == "features"
-    assert default_recipe("ali_replay", (1, 28, 28)) is None and default_recipe("ali_replay") is None
-    assert default_recipe("dgr", (3, 32, 32)) is None  # no shape_defaults in dgr.yaml
-    _, cifar = load_strategy_params("ali_replay", (3, 32, 32))
-    _, features = load_strategy_params("ali_replay@features")
-    assert cifar == features
-    _, mnist = load_strategy_params("ali_replay", (1, 28, 28))
-    assert mnist == load_strategy_params("ali_replay")[1] and mnist.solver_input == "image"
-    # A recipe or an override named in the spec wins over the shape's recipe.
-    assert load_strategy_params("ali_replay@unfiltered", (3, 32, 32))[1].solver_input == "image"
-    assert load_strategy_params("ali_replay+ali_epochs=3", (3, 32, 32))[1].ali_epochs == 3
+def test_a_bare_name_builds_the_recipe_of_its_streams_shape(make_solver, evaluator):
     strategy = build_strategy("ali_replay", make_solver(), {"model": {"hidden": 32}},
                               _ctx(evaluator, input_shape=(3, 32, 32)))  # built, not trained
     assert type(strategy.model).__name__ == "LatentSolver" and strategy.ali.latent_dim == 64
+    assert strategy.strategy_spec.recipe == "features"
 
 
-def test_a_shape_default_naming_no_recipe_is_refused(tmp_path, monkeypatch):
-    from strategies import registry
+def test_the_inspection_needs_a_built_strategy(make_solver, evaluator):
+    from avalanche.training import Naive
 
-    bad = tmp_path / "ali_replay.yaml"
-    bad.write_text("shape_defaults:\n  3x32x32: featurez\nrecipes:\n  features: {ali_epochs: 2}\n")
-    monkeypatch.setattr(registry, "resolve_config_path", lambda name, kind: bad)
-    with pytest.raises(ConfigError, match="shape_defaults names recipe 'featurez' for 3x32x32.*features"):
-        registry.default_recipe("ali_replay", (3, 32, 32))
+    by_hand = Naive(model=make_solver(), optimizer=torch.optim.Adam(make_solver().parameters()))
+    with pytest.raises(ConfigError, match="was not built by strategies.build_strategy"):
+        strategy_memory(by_hand)
