@@ -2,7 +2,7 @@
 
 `compare(cfg)` resolves each listed strategy spec once, for the stream's input shape (so unknown
 names, recipes and keys fail before any training), then runs every strategy x seed
-(`benchmarks.run.run_single`) and, after each run, rewrites `results.json` and `results.csv`
+(`benchmarks.single_run.run_single`) and, after each run, rewrites `results.json` and `results.csv`
 atomically, so an interrupted comparison resumes where it stopped (`resume=True`, the CLI's
 `--resume`): runs already in `results.json` are skipped (and logged as such). One process at a
 time writes into an output folder (`ali_replay.run_lock`); a second one is refused with the first
@@ -12,7 +12,7 @@ its config and seed, not on `jobs` (with equal thread counts the numbers are ide
 `peak_rss_mb` is each run's own (`rss_scope: "run"`); with `jobs = 1` it is the shared process's
 peak so far (`rss_scope: "process"`).
 
-Started by `torchrun` (several processes), every run trains data-parallel (`benchmarks.run`);
+Started by `torchrun` (several processes), every run trains data-parallel (`benchmarks.single_run`);
 rank 0 alone locks, reads and writes the output folder and tells the other processes which runs to do.
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ from ali_replay.errors import ConfigError, UserError
 from ali_replay.run_lock import RunLock
 from ali_replay.runtime import resolve_device
 from benchmarks.config import config_differences, fingerprint, validate_compare_config
-from benchmarks.report import RESULTS_FILE, read_results, write_outputs
-from benchmarks.run import run_id, run_single  # noqa: F401 - run_id: the name of a run's files, for callers
+from benchmarks.report import write_outputs
+from benchmarks.results import RESULTS_FILE, read_results
+from benchmarks.single_run import run_id, run_single  # noqa: F401 - run_id: the name of a run's files, for callers
 from benchmarks.streams import stream_shape
 
 log = logging.getLogger(__name__)

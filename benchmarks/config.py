@@ -99,7 +99,7 @@ class CompareConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    strategies: List[str] = field(default_factory=lambda: ["naive", "vae_replay", "ali_replay", "joint"])
+    strategies: List[str] = field(default_factory=lambda: ["naive", "vae_replay", "dgr", "ali_replay", "joint"])
     seeds: List[int] = field(default_factory=lambda: [0], metadata=SEED_RANGE)  # the range of every seed
     output_dir: str = field(default="runs/compare", metadata=FOLDER)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda

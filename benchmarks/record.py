@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 @dataclass
 class RunRecord:
-    """What one strategy x seed run recorded (`benchmarks.run.run_single`); its fields are results.json's.
+    """What one strategy x seed run recorded (`benchmarks.single_run.run_single`); its fields are results.json's.
 
     Accuracies are fractions in [0, 1]; row i of a matrix is the accuracy on every experience
     after training experience i. Seconds count `train` calls only (`train_seconds`, per

@@ -26,20 +26,17 @@ import io
 import json
 import logging
 import math
-import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ali_replay.errors import UserError
 from benchmarks import metrics
+from benchmarks.plots import draw_plots, first_preview_run, plot_paths
+from benchmarks.results import RESULTS_FILE, atomic_write_text, dump_json, read_results, strategy_order
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.json"
 CSV_COLUMNS: tuple[str, ...] = (
     "strategy", "seed", "final_avg_acc", "avg_forgetting", "bwt", "train_seconds", "eval_seconds",
     "peak_rss_mb", "rss_scope", "memory_bytes", "memory", "threads", "device", "started_at", "finished_at",
@@ -55,52 +52,6 @@ MEMORY_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 # ---------------------------------------------------------------------------------------------
-# files
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file through a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def dump_json(data: Any) -> str:
-    """The canonical JSON text of results (stable key order as given, 2-space indent)."""
-    return json.dumps(data, indent=2, allow_nan=True) + "\n"
-
-
-def read_results(results_dir: str | Path) -> dict:
-    """The parsed `results.json` of a results folder, or a UserError saying what is wrong."""
-    path = Path(results_dir) / RESULTS_FILE
-    if not path.is_file():
-        raise UserError(f"no {RESULTS_FILE} in {Path(results_dir)}: pass the output_dir of a comparison "
-                        f"(e.g. runs/compare)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path} is not readable JSON ({err}); re-run the comparison with --overwrite") from err
-    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
-        raise UserError(f"{path} has no 'runs' list; it was not written by `ali-replay compare`")
-    return data
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of a strategy spec."""
-    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", str(text))
-
-
-# ---------------------------------------------------------------------------------------------
 # summary
 
 
@@ -113,15 +64,6 @@ def _std(values: Sequence[float]) -> float:
     if len(values) < 2:
         return 0.0
     return float(np.std(np.asarray(values, dtype=np.float64), ddof=1))
-
-
-def strategy_order(results: dict) -> list[str]:
-    """Strategies in config order, then any others found among the runs."""
-    listed = list((results.get("config") or {}).get("strategies") or [])
-    for run in results["runs"]:
-        if run["strategy"] not in listed:
-            listed.append(run["strategy"])
-    return [s for s in listed if any(r["strategy"] == s for r in results["runs"])]
 
 
 def summarize(runs: Iterable[dict], order: Sequence[str] | None = None) -> dict[str, dict]:
@@ -216,30 +158,6 @@ def _or(value: Any, default: str) -> Any:
     return default if value is None else value
 
 
-def _plot_paths(results: dict) -> dict[str, Any]:
-    """Relative paths of every plot the report links (the same ones `draw_plots` writes)."""
-    order = strategy_order(results)
-    paths: dict[str, Any] = {
-        "curve": "plots/accuracy_curve.png",
-        "matrices": {s: f"plots/acc_matrix_{safe_name(s)}.png" for s in order},
-        "replay": {},
-    }
-    for strategy in order:
-        run = _first_preview_run(results, strategy)
-        if run is not None:
-            paths["replay"][strategy] = [
-                (int(i), f"plots/replay_{safe_name(strategy)}_exp{int(i)}.png") for i in run["replay_experiences"]
-            ]
-    return paths
-
-
-def _first_preview_run(results: dict, strategy: str) -> dict | None:
-    """The lowest-seed run of a strategy that saved replayed samples."""
-    runs = sorted((r for r in results["runs"] if r["strategy"] == strategy and r.get("replay_experiences")),
-                  key=lambda r: int(r["seed"]))
-    return runs[0] if runs else None
-
-
 def has_validation(results: dict) -> bool:
     """True when some run recorded a validation accuracy."""
     return any(r.get("final_avg_val_acc") is not None for r in results["runs"])
@@ -323,12 +241,12 @@ def render_markdown(results: dict) -> str:
     }
     lines += [""] + [note.get(s, f"Peak RSS scope: {s}.") for s in scopes]
     lines += _memory_table(order, summary)
-    paths = _plot_paths(results)
+    paths = plot_paths(results)
     lines += ["", "## Plots", "", f"![average accuracy over seen experiences]({paths['curve']})", ""]
     for name in order:
         lines.append(f"- accuracy matrix of {name}: [{paths['matrices'][name]}]({paths['matrices'][name]})")
     for name, items in paths["replay"].items():
-        run = _first_preview_run(results, name)
+        run = first_preview_run(results, name)
         links = ", ".join(f"[experience {i}]({p})" for i, p in items)
         lines.append(f"- replayed samples of {name} (seed {run['seed']}): {links}")
     lines += ["", "## Runs", "",
@@ -342,127 +260,6 @@ def render_markdown(results: dict) -> str:
                          f"{_pct(run['bwt'])} | {_num(run['train_seconds'])} | {curve} |")
     lines += ["", "## Command", "", "```", str(results.get("command") or "(not recorded)"), "```", ""]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# plots (matplotlib's object API with the Agg canvas: no pyplot, no global backend change)
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-
-
-def _matrices(results: dict, strategy: str) -> np.ndarray:
-    runs = [r for r in results["runs"] if r["strategy"] == strategy]
-    return np.asarray([r["acc_matrix"] for r in runs], dtype=np.float64)
-
-
-def draw_accuracy_curve(results: dict, path: Path) -> None:
-    """Average accuracy over seen experiences after each experience; min-max band over seeds."""
-    fig = _figure(6.4, 4.2)
-    ax = fig.add_subplot(1, 1, 1)
-    for name in strategy_order(results):
-        curves = np.asarray([metrics.avg_acc_curve(m) for m in _matrices(results, name)]) * 100.0
-        x = np.arange(1, curves.shape[1] + 1)
-        line, = ax.plot(x, curves.mean(axis=0), marker="o", label=name)
-        if len(curves) > 1:
-            ax.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=line.get_color(), alpha=0.2)
-    ax.set_xticks(range(1, 1 + max((len(r["acc_matrix"]) for r in results["runs"]), default=1)))
-    ax.set_xlabel("experiences trained")
-    ax.set_ylabel("average accuracy on seen experiences (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{results.get('benchmark')} ({results.get('scenario')}): mean, min-max band over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def draw_matrix(results: dict, strategy: str, path: Path) -> None:
-    """Heat map of the seed-averaged accuracy matrix."""
-    mats = _matrices(results, strategy) * 100.0
-    mean = mats.mean(axis=0)
-    t = mean.shape[0]
-    fig = _figure(1.0 + 0.6 * t, 0.8 + 0.55 * t)
-    ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(mean, vmin=0, vmax=100, cmap="viridis")
-    for i in range(t):
-        for j in range(t):
-            ax.text(j, i, f"{mean[i, j]:.0f}", ha="center", va="center",
-                    color="white" if mean[i, j] < 60 else "black", fontsize=8 if t <= 10 else 5)
-    ax.set_xticks(range(t))
-    ax.set_yticks(range(t))
-    ax.set_xlabel("test experience j")
-    ax.set_ylabel("after training experience i")
-    ax.set_title(f"{strategy}: accuracy (%), {len(mats)} seed(s)", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def draw_replay(images: np.ndarray, labels: np.ndarray, title: str, path: Path, limit: int = 32) -> None:
-    """A grid of replayed samples (uint8 N x C x H x W) with their labels."""
-    n = min(len(images), limit)
-    cols = min(8, max(n, 1))
-    rows = max(1, math.ceil(n / cols))
-    c, h, w = images.shape[1:] if n else (1, 8, 8)
-    pad_top, pad = max(4, h // 3), 2  # room above each tile for its label
-    cell_h, cell_w = h + pad_top + pad, w + 2 * pad
-    grid = np.full((rows * cell_h, cols * cell_w, 3), 255, dtype=np.uint8)
-    for k in range(n):
-        r, col = divmod(k, cols)
-        tile = images[k][:3] if c >= 3 else np.repeat(images[k][:1], 3, axis=0)
-        top, left = r * cell_h + pad_top, col * cell_w + pad
-        grid[top:top + h, left:left + w] = np.transpose(tile, (1, 2, 0))
-    fig = _figure(0.9 * cols + 0.4, 0.9 * rows * cell_h / cell_w + 0.6)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(grid, interpolation="nearest")
-    for k in range(n):
-        r, col = divmod(k, cols)
-        ax.text(col * cell_w + cell_w / 2, r * cell_h + pad_top - 1, str(int(labels[k])), ha="center",
-                va="bottom", fontsize=8, color="black")
-    ax.axis("off")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    _save(fig, path)
-
-
-def draw_plots(results: dict, out: Path) -> list[Path]:
-    """Every plot the report links; returns the written paths."""
-    written = []
-    paths = _plot_paths(results)
-    if not results["runs"]:
-        return written
-    draw_accuracy_curve(results, out / paths["curve"])
-    written.append(out / paths["curve"])
-    for name, rel in paths["matrices"].items():
-        draw_matrix(results, name, out / rel)
-        written.append(out / rel)
-    for name, items in paths["replay"].items():
-        run = _first_preview_run(results, name)
-        file = out / run["replay_file"]
-        if not file.is_file():
-            log.warning("replayed samples of %s seed %s are missing (%s); skipping their plots",
-                        name, run["seed"], file)
-            continue
-        with np.load(file) as arrays:
-            for i, rel in items:
-                draw_replay(arrays[f"exp{i}_images"], arrays[f"exp{i}_labels"],
-                            f"{name}, seed {run['seed']}: replayed while training experience {i}", out / rel)
-                written.append(out / rel)
-    return written
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ali_replay.errors import UserError
-from benchmarks.report import atomic_write_text, read_results
+from benchmarks.results import atomic_write_text, read_results
 
 log = logging.getLogger(__name__)
 

@@ -34,3 +34,15 @@ def test_label_beyond_the_class_count_is_named_before_one_hot():
         ali.decode(torch.randn(2, 4), torch.tensor([-1, 0]))
     with pytest.raises(ConfigError, match="label 10"):
         copy.deepcopy(ali).generate(3, condition=10)  # the check survives Avalanche's deep copies
+
+
+def test_build_ali_of_a_shape_alone_is_the_default_replay_model_with_a_deprecation_warning():
+    from ali_replay.config import replay_model
+
+    with pytest.warns(DeprecationWarning, match="pass num_classes=N"):
+        ali = build_ali((1, 28, 28))
+    model = replay_model()
+    assert ali.conditional and ali.num_classes == 10 and ali.latent_dim == model.latent_dim == 16
+    assert ali.preset == "conv28"
+    assert ali.reconstruct(torch.rand(2, 1, 28, 28), torch.tensor([0, 9])).shape == (2, 1, 28, 28)
+    assert build_ali((1, 28, 28), num_classes=3).num_classes == 3  # no warning: the class count is given

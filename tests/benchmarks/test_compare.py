@@ -15,6 +15,7 @@ import pytest
 from ali_replay.errors import ConfigError
 from benchmarks import compare, run, run_single, write_report
 from benchmarks.compare import run_id
+from benchmarks.record import RECORD_FIELDS
 
 from .conftest import TINY, tiny_config
 
@@ -42,7 +43,7 @@ def test_results_schema(tiny_results):
     assert data["config"]["solver"]["epochs"] == 1
     assert [(r["strategy"], r["seed"]) for r in data["runs"]] == [("naive", 0), ("joint", 0), ("er@small", 0)]
     for r in data["runs"]:
-        assert RUN_KEYS <= set(r)
+        assert RUN_KEYS <= set(r) and tuple(r) == RECORD_FIELDS  # the record's fields are the schema, in order
         assert len(r["acc_matrix"]) == 5 and all(len(row) == 5 for row in r["acc_matrix"])
         assert all(0.0 <= v <= 1.0 for row in r["acc_matrix"] for v in row)
         assert r["final_avg_acc"] == pytest.approx(sum(r["acc_matrix"][-1]) / 5)
@@ -52,6 +53,8 @@ def test_results_schema(tiny_results):
     for s in data["summary"].values():
         assert SUMMARY_KEYS <= set(s) and s["n_seeds"] == 1
     naive, joint, er = data["runs"]
+    assert (naive["recipe"], er["recipe"]) == (None, "small") and er["strategy_params"] == {"mem_size": 50,
+                                                                                            "memory_bytes": None}
     # Each experience is timed (joint is cumulative training: one growing fit per experience).
     assert len(naive["experience_seconds"]) == len(joint["experience_seconds"]) == 5
     assert sum(naive["experience_seconds"]) == pytest.approx(naive["train_seconds"], abs=0.01)

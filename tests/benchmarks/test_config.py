@@ -12,7 +12,7 @@ def test_defaults():
     assert cfg.benchmark.name == "split_digits"
     assert cfg.benchmark.scenario == "class_incremental"
     assert cfg.benchmark.shuffle_classes is False
-    assert list(cfg.strategies) == ["naive", "vae_replay", "ali_replay", "joint"]
+    assert list(cfg.strategies) == ["naive", "vae_replay", "dgr", "ali_replay", "joint"]
     assert list(cfg.seeds) == [0]
     assert cfg.device == "auto" and cfg.jobs == 1
     for key in ("data.root", "data.download", "data.path", "output_dir", "threads", "solver.name",

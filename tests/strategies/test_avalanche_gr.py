@@ -11,7 +11,7 @@ from avalanche.training.plugins import EvaluationPlugin, GenerativeReplayPlugin
 
 from ali_replay.errors import ConfigError
 from benchmarks import build_solver, build_stream
-from benchmarks.run import accuracy_row
+from benchmarks.single_run import accuracy_row
 from strategies.avalanche_gr import (
     MNIST_MEAN, MNIST_STD, MNISTNormalisedInput, build_avalanche_gr, from_mnist_space, replay_preview,
     to_mnist_space,

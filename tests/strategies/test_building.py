@@ -3,7 +3,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ali_replay.config import resolve_config_path
 from ali_replay.errors import ConfigError
 from strategies import (STRATEGY_NAMES, StrategyContext, build_strategy, replay_preview, resolve, strategy_memory,
                         strategy_memory_bytes, strategy_recipes)
@@ -84,7 +83,7 @@ def test_settings_errors_stop_the_build(make_solver, evaluator):
 @pytest.mark.parametrize("recipe", [None] + strategy_recipes("ali_replay"))
 def test_a_recipes_settings_reach_the_plugin(recipe, make_solver, evaluator):
     spec = "ali_replay" if recipe is None else f"ali_replay@{recipe}"
-    params = OmegaConf.structured(resolve(spec).settings)
+    params = OmegaConf.structured(resolve(spec, (1, 8, 8)).settings)  # a bare name: the digits' recipe
     strategy = build_strategy(spec, make_solver(), None, _ctx(evaluator, generator_epochs=3))  # built, not trained
     plugin = strategy.replay_plugin
     for key in replay_fields():

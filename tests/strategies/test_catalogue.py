@@ -21,8 +21,8 @@ def test_every_strategy_file_names_its_kind():
 def test_unknown_names_recipes_and_keys():
     with pytest.raises(ConfigError, match="valid strategies: ali_replay, avalanche_gr, dgr, er, gan_replay, joint"):
         resolve("ewc@x")
-    with pytest.raises(ConfigError, match="valid recipes: filtered, unfiltered, prior, class_latent, latent_memory, "
-                                          "reconstruction"):
+    with pytest.raises(ConfigError, match="valid recipes: filtered, unfiltered, digits, prior, class_latent, "
+                                          "latent_memory, reconstruction, features"):
         resolve("ali_replay@filtered_long_small_steps")
     with pytest.raises(ConfigError, match="unknown config key 'memory' in er params; accepted keys: mem_size"):
         resolve("er", params={"memory": 3})
@@ -55,13 +55,14 @@ def test_recipes_and_overrides_merge_onto_the_typed_defaults():
     assert settings.optim.lr_d == defaults.optim.lr_d  # a partial mapping keeps the other keys
     assert composed.as_dict()["model"]["width"] == 1.0
     assert resolve_config_path("ali_replay", "strategy").name == "ali_replay.yaml"
-    assert len(strategy_recipes("ali_replay")) <= 7
+    assert len(strategy_recipes("ali_replay")) <= 8
 
 
 def test_a_bare_name_takes_the_recipe_of_its_streams_shape():
     assert default_recipe("ali_replay", (3, 32, 32)) == "features"
     assert default_recipe("ali_replay", (1, 28, 28)) is None and default_recipe("ali_replay") is None
-    assert default_recipe("dgr", (3, 32, 32)) is None  # no shape_defaults in dgr.yaml
+    assert [default_recipe(n, (1, 8, 8)) for n in ("ali_replay", "dgr", "gan_replay")] == ["digits"] * 3
+    assert default_recipe("dgr", (3, 32, 32)) is None  # dgr.yaml names no recipe for 3x32x32
     cifar = resolve("ali_replay", (3, 32, 32))
     assert cifar.recipe == "features" and cifar.settings == resolve("ali_replay@features").settings
     mnist = resolve("ali_replay", (1, 28, 28))

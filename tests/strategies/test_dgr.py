@@ -59,8 +59,8 @@ def test_dgr_differs_from_ali_replay_at_prior_only_by_its_generator(stream, make
 def test_the_plugin_given_a_vae_and_the_dgr_recipe_is_the_registrys_dgr(make_solver, make_context):
     from strategies import ALIReplayPlugin
     from strategies.replay import DGRRecipe
-    plugin = ALIReplayPlugin(VAE((1, 8, 8), latent_dim=4, hidden=32), DGRRecipe())
+    plugin = ALIReplayPlugin(VAE((1, 28, 28), latent_dim=4, hidden=32), DGRRecipe())
     strategy = build_strategy("dgr", make_solver(), {"model": {"hidden": 32, "latent_dim": 4}},
-                              make_context(generator_epochs=None))
+                              make_context(input_shape=(1, 28, 28), generator_epochs=None))  # built, not trained
     built = next(p for p in strategy.plugins if isinstance(p, ALIReplayPlugin))
     assert built.config == plugin.config and plugin.config.optim.beta1 == 0.9

@@ -142,7 +142,7 @@ def test_features_beats_naive_on_split_digits(stream_factory, make_solver, make_
     small = {"model": {"hidden": 128, "latent_dim": 8}, "replay_size": 2000}  # latent 8: the best on 8x8 digits
     # On 8x8 digits the encoder learns enough from one pair of classes only when the second pair has
     # helped (frozen after the second experience); on CIFAR-10, after the first (the recipe's setting).
-    held = "ali_replay@features+freeze_encoder_after=2"
+    held = "ali_replay@features+freeze_encoder_after=2+replay_code_weight=3"
     drifting = "ali_replay@features+replay_code_weight=0+freeze_encoder_after=null"
     idle = held + "+train_after_freeze=false"  # the generator idles after the freeze: the head reads codes only
     final = {}

@@ -37,7 +37,7 @@ from ali_replay import distributed
 from ali_replay.runtime import resolve_device, seed_everything
 from benchmarks import metrics
 from benchmarks.record import RunRecord
-from benchmarks.report import safe_name
+from benchmarks.results import safe_name
 from benchmarks.solvers import build_solver
 from benchmarks.streams import StreamBundle, build_stream
 
