@@ -207,6 +207,10 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
 
     # Each spec once, for the stream's shape: unknown names, recipes and keys fail before any training.
     resolved = {str(spec): resolve(str(spec), stream_shape(cfg.benchmark.name)) for spec in cfg.strategies}
+    for spec in resolved.values():
+        if cfg.benchmark.scenario not in spec.kind.scenarios:
+            raise ConfigError(f"strategy {spec.name} does not take benchmark.scenario={cfg.benchmark.scenario}; it "
+                              f"takes {', '.join(spec.kind.scenarios)}")
     dist_ctx = distributed.init_from_env(resolve_device(cfg.device))  # joins torchrun's group, if any
     check_distributed(cfg)
     out = Path(cfg.output_dir)
