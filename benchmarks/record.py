@@ -12,7 +12,8 @@ class RunRecord:
 
     Accuracies are fractions in [0, 1]; row i of a matrix is the accuracy on every experience
     after training experience i. Seconds count `train` calls only (`train_seconds`, per
-    experience `experience_seconds`), and evaluation apart (`eval_seconds`).
+    experience `experience_seconds`), and evaluation apart (`eval_seconds`); `phase_seconds`
+    splits both by phase (`strategies.timing`).
     """
 
     strategy: str  # the spec as listed in the config
@@ -29,6 +30,10 @@ class RunRecord:
     train_seconds: float
     eval_seconds: float
     experience_seconds: list[float]
+    # seconds by phase: replay_making (replay sets, per-iteration draws, the sleep phase), generator_steps,
+    # solver_steps (forward to update, the replay loss included), evaluation, other (the rest of training)
+    phase_seconds: dict[str, float]
+    experience_phase_seconds: list[dict[str, float]]  # each experience's training seconds by phase
     peak_rss_mb: float  # ru_maxrss when the run ended
     rss_scope: str  # "run": a process of its own (jobs > 1); "process": the shared process's peak so far
     memory_bytes: int  # the largest kept bytes after any experience

@@ -183,6 +183,34 @@ def _memory_table(order: Sequence[str], summary: dict[str, dict]) -> list[str]:
     return lines
 
 
+PHASE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("replay_making", "replay making"), ("generator_steps", "generator steps"), ("solver_steps", "solver steps"),
+    ("evaluation", "evaluation"), ("other", "other"),
+)
+
+
+def _phase_table(order: Sequence[str], runs: Sequence[dict]) -> list[str]:
+    """The "Where the time went" section: each strategy's seconds by phase, mean over seeds."""
+    lines = [
+        "", "## Where the time went", "",
+        "Seconds by phase, mean over seeds (`phase_seconds` in results.json; each experience's in "
+        "`experience_phase_seconds`). replay making: replay sets, per-iteration replay draws and the sleep "
+        "phase; generator steps: the generator's training; solver steps: forward to optimiser update, the "
+        "replay loss included; other: the rest of training (data loading, callbacks, copies). \"-\": recorded "
+        "before results held the breakdown.",
+        "",
+        "| strategy | train s | " + " | ".join(head for _, head in PHASE_COLUMNS) + " |",
+        "| --- | --- |" + " --- |" * len(PHASE_COLUMNS),
+    ]
+    for name in order:
+        mine = [r for r in runs if r["strategy"] == name]
+        timed = [r["phase_seconds"] for r in mine if r.get("phase_seconds")]
+        cells = [_num(_mean([t[key] for t in timed])) if timed else "-" for key, _ in PHASE_COLUMNS]
+        lines.append(f"| {name} | {_num(_mean([float(r['train_seconds']) for r in mine]))} | "
+                     + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(results: dict) -> str:
     """The text of `report.md` (a pure function of the results)."""
     cfg = results.get("config") or {}
@@ -241,6 +269,7 @@ def render_markdown(results: dict) -> str:
     }
     lines += [""] + [note.get(s, f"Peak RSS scope: {s}.") for s in scopes]
     lines += _memory_table(order, summary)
+    lines += _phase_table(order, results["runs"])
     paths = plot_paths(results)
     lines += ["", "## Plots", "", f"![average accuracy over seen experiences]({paths['curve']})", ""]
     for name in order:

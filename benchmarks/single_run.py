@@ -78,6 +78,7 @@ class Run:
     out: Path
     rid: str
     started_at: str
+    timer: Any  # strategies.SolverTimer, the strategy's first plugin
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Outcome:
     eval_seconds: float = 0.0
     experience_seconds: list[float] = field(default_factory=list)
     memory: Any = None  # strategies.KeptBytes, where their total was largest
+    experience_phases: list[dict[str, float]] = field(default_factory=list)  # each experience's seconds by phase
     previews: dict[str, np.ndarray] = field(default_factory=dict)
     replay_experiences: list[int] = field(default_factory=list)
     offline: bool = False
@@ -103,7 +105,7 @@ def build_run(cfg: DictConfig, spec: Any, seed: int) -> Run:
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
 
-    from strategies import ResolvedSpec, StrategyContext, build_strategy, resolve
+    from strategies import ResolvedSpec, SolverTimer, StrategyContext, build_strategy, resolve
 
     started_at = _now()
     dist_ctx = distributed.current()
@@ -115,20 +117,21 @@ def build_run(cfg: DictConfig, spec: Any, seed: int) -> Run:
     rid = run_id(resolved.spec, seed)
     solver = build_solver(cfg.solver.name, bundle.input_shape, bundle.num_classes, bundle.scenario)
     loggers = _loggers(cfg, out / "logs" / rid) if dist_ctx.is_main else []
+    timer = SolverTimer()
     ctx = StrategyContext(
         input_shape=bundle.input_shape, num_classes=bundle.num_classes, scenario=bundle.scenario,
         train_epochs=int(cfg.solver.epochs), train_mb_size=dist_ctx.local_batch(int(cfg.solver.batch_size)),
         eval_mb_size=int(cfg.eval_mb_size), lr=float(cfg.solver.lr), device=device,
-        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=loggers), plugins=[], seed=seed,
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=loggers), plugins=[timer], seed=seed,
         generator_epochs=None if cfg.generator.epochs is None else int(cfg.generator.epochs))
     strategy = build_strategy(resolved, solver, None, ctx)
     strategy.model = distributed.wrap(strategy.model.to(device))
-    return Run(resolved, seed, bundle, strategy, loggers, device, out, rid, started_at)
+    return Run(resolved, seed, bundle, strategy, loggers, device, out, rid, started_at, timer)
 
 
 def train_and_evaluate(run: Run) -> Outcome:
     """Train experience by experience, evaluating after each; joint training sees the whole stream at once."""
-    from strategies import KeptBytes, replay_preview, strategy_memory
+    from strategies import KeptBytes, replay_preview, strategy_memory, strategy_phases
 
     strategy, bundle = run.strategy, run.bundle
     n = bundle.n_experiences
@@ -139,6 +142,7 @@ def train_and_evaluate(run: Run) -> Outcome:
         tic = time.perf_counter()
         strategy.train(list(bundle.benchmark.train_stream), num_workers=0)
         outcome.train_seconds = time.perf_counter() - tic
+        outcome.experience_phases.append(_phases_since(run, outcome, outcome.train_seconds, strategy_phases))
         _evaluate(run, n - 1, outcome, repeat=n)
         outcome.memory = strategy_memory(strategy)
         return outcome
@@ -149,6 +153,7 @@ def train_and_evaluate(run: Run) -> Outcome:
         strategy.train(experience, num_workers=0)
         outcome.experience_seconds.append(round(time.perf_counter() - tic, 3))
         outcome.train_seconds += outcome.experience_seconds[-1]
+        outcome.experience_phases.append(_phases_since(run, outcome, outcome.experience_seconds[-1], strategy_phases))
         kept = strategy_memory(strategy)
         if kept.total > outcome.memory.total:
             outcome.memory = kept
@@ -160,6 +165,28 @@ def train_and_evaluate(run: Run) -> Outcome:
             outcome.replay_experiences.append(i)
         _evaluate(run, i, outcome)
     return outcome
+
+
+def _phases_since(run: Run, outcome: Outcome, seconds: float, strategy_phases) -> dict[str, float]:
+    """The last experience's `seconds` of training by phase: the timers' growth since the experiences before,
+    the rest as `other` (data loading, callbacks, copies of the solver)."""
+    from strategies import PHASES
+
+    totals = run.timer.phases.merged()
+    for phase, value in strategy_phases(run.strategy).items():
+        totals[phase] = totals.get(phase, 0.0) + value
+    before = {p: sum(e[p] for e in outcome.experience_phases) for p in PHASES}
+    phases = {p: round(totals.get(p, 0.0) - before[p], 3) for p in PHASES}
+    phases["other"] = round(seconds - sum(phases.values()), 3)
+    return phases
+
+
+def phase_seconds(outcome: Outcome) -> dict[str, float]:
+    """A run's training and evaluation seconds by phase (results.json's `phase_seconds`)."""
+    from strategies import PHASES
+
+    total = {p: round(sum(e[p] for e in outcome.experience_phases), 3) for p in (*PHASES, "other")}
+    return {**{p: total[p] for p in PHASES}, "evaluation": round(outcome.eval_seconds, 3), "other": total["other"]}
 
 
 def _evaluate(run: Run, row: int, outcome: Outcome, repeat: int = 1) -> None:
@@ -199,7 +226,8 @@ def record(run: Run, outcome: Outcome, replay_file: Optional[str]) -> RunRecord:
         val_acc_matrix=val if with_validation else None,
         final_avg_val_acc=metrics.final_avg_acc(val) if with_validation else None,
         train_seconds=round(outcome.train_seconds, 3), eval_seconds=round(outcome.eval_seconds, 3),
-        experience_seconds=outcome.experience_seconds, peak_rss_mb=_peak_rss_mb(), rss_scope="process",
+        experience_seconds=outcome.experience_seconds, phase_seconds=phase_seconds(outcome),
+        experience_phase_seconds=outcome.experience_phases, peak_rss_mb=_peak_rss_mb(), rss_scope="process",
         memory_bytes=outcome.memory.total, memory=outcome.memory.as_dict(), offline=outcome.offline,
         n_experiences=run.bundle.n_experiences, class_order=run.bundle.class_order,
         threads=torch.get_num_threads(), device=str(run.device), processes=distributed.current().world_size,

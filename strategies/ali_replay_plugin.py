@@ -16,6 +16,7 @@ from ali_replay.evaluation import batched
 from strategies._common import experience_tensors
 from strategies.input_space import InputSpace
 from strategies.memory import KeptBytes, module_nbytes
+from strategies.timing import PhaseSeconds
 from strategies.replay import (ClassBook, GeneratorSchedule, Labeller, ReplayBatches, ReplayConfig, ReplayMaker,
                                ReplaySet, StreamSpace, adopt_stream_space, make_generator, make_source,
                                refresh_codes, replay_config, solver_feed)
@@ -71,6 +72,7 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.replay: Optional[ReplaySet] = None  # the experience's replay set
         self.replay_batch: Optional[ReplaySet] = None  # this iteration's draw from it
         self.last_losses: dict[str, torch.Tensor] = {}
+        self.phases = PhaseSeconds()  # its replay sets and sleep (replay_making), its generator's steps
         self._batches: Optional[ReplayBatches] = None
         self._real: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # this iteration's real mini-batch
         self._solver: Optional[torch.nn.Module] = None
@@ -165,8 +167,9 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         if self.labeller.needs_teacher:  # the copy kept after the previous experience, else one now
             teacher = self._teacher if self._teacher is not None else _frozen_copy(strategy.model)
         n = self.config.replay_size or min(len(strategy.experience.dataset), MAX_EXPERIENCE_REPLAY)
-        self.replay = self.maker.make(n, old, teacher, self.feed, decode=not self.schedule.idle,
-                                      keep_codes=self.schedule.anchored)
+        with self.phases.timed("replay_making", strategy.device):
+            self.replay = self.maker.make(n, old, teacher, self.feed, decode=not self.schedule.idle,
+                                          keep_codes=self.schedule.anchored)
         self._batches = ReplayBatches(self.replay, self.rng)
         logger.info("experience %d: %d replay examples of %d old classes (source=%s, labels=%s)", t,
                     len(self.replay), len(old), self.source.name, self.labeller.mode)
@@ -198,16 +201,19 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         """Wake step: the generator learns the real mini-batch plus (the first examples of) the replay batch."""
         t = self.book.experiences_seen
         if self.schedule.trains(strategy.clock.train_exp_epochs, t):
-            self.schedule.step(*self._real, self.schedule.replay_for_step(self.replay_batch), t)
+            with self.phases.timed("generator_steps", strategy.device):
+                self.schedule.step(*self._real, self.schedule.replay_for_step(self.replay_batch), t)
 
     def after_training_exp(self, strategy, *args, **kwargs):
         """The generator's remaining passes (when it has more than the solver), then the sleep refresh."""
         t = self.book.experiences_seen
         extra = self.schedule.extra(strategy.train_epochs, t)
         if extra:
-            self.schedule.extra_passes(strategy.experience.dataset.train(), strategy.train_mb_size, extra,
-                                       self.seed + t, t, self._batches.next if self._batches is not None else None)
-        self.sleep(strategy)
+            with self.phases.timed("generator_steps", strategy.device):
+                self.schedule.extra_passes(strategy.experience.dataset.train(), strategy.train_mb_size, extra,
+                                           self.seed + t, t, self._batches.next if self._batches is not None else None)
+        with self.phases.timed("replay_making", strategy.device):  # the sleep phase readies the next replay
+            self.sleep(strategy)
         if self.labeller.needs_teacher:
             self._teacher = _frozen_copy(strategy.model)
         self.replay = self._batches = self.replay_batch = self._real = self._prev_decoder = None

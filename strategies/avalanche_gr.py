@@ -58,6 +58,7 @@ from strategies._common import PREVIEW_SIZE, silent_evaluator
 from strategies.input_space import infer_input_space
 from strategies.kind import StrategyKind, template_args
 from strategies.memory import KeptBytes, module_nbytes
+from strategies.timing import GeneratorTimer
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def build_avalanche_gr(
         generator.decoder.invTrans = nn.Identity()  # replay in [0, 1], the stream's space
     gen_optimizer = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=GENERATOR_LR,
                                      weight_decay=GENERATOR_WEIGHT_DECAY)
-    gen_plugins: list = [GenerativeReplayPlugin(replay_size=replay_size)]
+    gen_plugins: list = [GeneratorTimer(), GenerativeReplayPlugin(replay_size=replay_size)]
     solver_plugins: list = list(plugins or [])
     if normalise:
         # First in both lists: the real batch is mapped before the replay plugin appends replay.
@@ -233,6 +234,13 @@ def generative_replay_memory(strategy) -> KeptBytes:
     return KeptBytes(generator=module_nbytes(generator), teacher=module_nbytes(strategy.model))
 
 
+def generator_phases(strategy) -> dict[str, float]:
+    """The seconds Avalanche's GenerativeReplay spent training its generator (its `GeneratorTimer`)."""
+    plugin = next(p for p in strategy.plugins if isinstance(p, GenerativeReplayPlugin))
+    timer = next((p for p in plugin.generator_strategy.plugins if isinstance(p, GeneratorTimer)), None)
+    return {} if timer is None else dict(timer.phases.seconds)
+
+
 @dataclass
 class AvalancheGRParams:
     """avalanche_gr: Avalanche's GenerativeReplay as shipped (its MlpVAE and VAETraining defaults).
@@ -247,6 +255,7 @@ class AvalancheGRParams:
 
 AVALANCHE_GR = StrategyKind(
     name="avalanche_gr", settings=AvalancheGRParams, memory=generative_replay_memory, preview=replay_preview,
+    phases=generator_phases,
     build=lambda settings, solver, ctx: build_avalanche_gr(
         **template_args(solver, ctx), input_shape=ctx.input_shape, plugins=list(ctx.plugins),
         replay_size=settings.replay_size, input_space=settings.input_space))

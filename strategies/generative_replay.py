@@ -95,9 +95,14 @@ def _preview(strategy: SupervisedTemplate):
     return replay_plugin(strategy).last_replay
 
 
+def _phases(strategy: SupervisedTemplate) -> dict[str, float]:
+    return dict(replay_plugin(strategy).phases.seconds)
+
+
 ALI_REPLAY = StrategyKind(name="ali_replay", settings=ReplayRecipe, build=_build_ali_replay, memory=_memory,
-                          preview=_preview, distributed=True)
+                          preview=_preview, phases=_phases, distributed=True)
 GAN_REPLAY = StrategyKind(name="gan_replay", settings=GANReplayRecipe, memory=_memory, preview=_preview,
-                          distributed=True,
+                          phases=_phases, distributed=True,
                           build=lambda recipe, solver, ctx: _build_ali_replay(recipe, solver, ctx, encoder=False))
-DGR = StrategyKind(name="dgr", settings=DGRRecipe, build=_build_dgr, memory=_memory, preview=_preview)
+DGR = StrategyKind(name="dgr", settings=DGRRecipe, build=_build_dgr, memory=_memory, preview=_preview,
+                   phases=_phases)

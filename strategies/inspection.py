@@ -41,3 +41,8 @@ def strategy_memory_bytes(strategy: SupervisedTemplate) -> int:
 def replay_preview(strategy: SupervisedTemplate) -> Optional[tuple[Tensor, Tensor]]:
     """Up to 64 of the examples a strategy replayed last and their labels (CPU), or None if it replayed none."""
     return _kind_of(strategy).preview(strategy)
+
+
+def strategy_phases(strategy: SupervisedTemplate) -> dict[str, float]:
+    """The seconds the strategy spent so far outside its solver's iterations, by phase (`strategies.timing`)."""
+    return _kind_of(strategy).phases(strategy)

@@ -55,6 +55,11 @@ def shows_nothing(strategy: SupervisedTemplate) -> None:
     return None
 
 
+def times_nothing(strategy: SupervisedTemplate) -> dict[str, float]:
+    """A strategy whose seconds all go to its solver's iterations (timed by `strategies.timing.SolverTimer`)."""
+    return {}
+
+
 @dataclass(frozen=True)
 class StrategyKind:
     """One strategy: its settings, its builder, its kept bytes and preview, and where it runs.
@@ -62,7 +67,9 @@ class StrategyKind:
     `build(settings, solver, ctx)` returns the ready strategy for a `settings` instance (the
     resolved recipe); `memory(strategy)` the bytes it keeps by kind; `preview(strategy)` up to
     `strategies._common.PREVIEW_SIZE` of the examples it replayed last, with their labels (CPU),
-    or None. `distributed`: it trains data-parallel under torchrun; `scenarios`: the streams it takes.
+    or None; `phases(strategy)` the seconds it spent so far outside its solver's iterations, by
+    phase (`strategies.timing.PHASES`). `distributed`: it trains data-parallel under torchrun;
+    `scenarios`: the streams it takes.
     """
 
     name: str
@@ -70,5 +77,6 @@ class StrategyKind:
     build: Callable[[Any, nn.Module, StrategyContext], SupervisedTemplate]
     memory: Callable[[SupervisedTemplate], KeptBytes] = keeps_nothing
     preview: Callable[[SupervisedTemplate], Optional[tuple[Tensor, Tensor]]] = shows_nothing
+    phases: Callable[[SupervisedTemplate], dict[str, float]] = times_nothing
     distributed: bool = False
     scenarios: tuple[str, ...] = SCENARIOS

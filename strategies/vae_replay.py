@@ -12,8 +12,10 @@ from avalanche.training.templates import SupervisedTemplate
 
 from ali_replay.config import at_least, positive
 from strategies._common import silent_evaluator
-from strategies.avalanche_gr import ReplayRecorder, UnitStreamOnly, generative_replay_memory, replay_preview
+from strategies.avalanche_gr import (ReplayRecorder, UnitStreamOnly, generative_replay_memory, generator_phases,
+                                     replay_preview)
 from strategies.kind import StrategyContext, StrategyKind, template_args
+from strategies.timing import GeneratorTimer
 from strategies.vae import VAE
 
 
@@ -43,7 +45,7 @@ def build_vae_replay(settings: VAEReplayParams, solver: torch.nn.Module, ctx: St
     generator_strategy = VAETraining(
         model=vae, optimizer=gen_optimizer, criterion=VAE_loss, train_mb_size=ctx.train_mb_size,
         train_epochs=ctx.generator_epochs or ctx.train_epochs, eval_mb_size=ctx.eval_mb_size,
-        device=common["device"], plugins=[GenerativeReplayPlugin(replay_size=settings.replay_size)],
+        device=common["device"], plugins=[GeneratorTimer(), GenerativeReplayPlugin(replay_size=settings.replay_size)],
         evaluator=silent_evaluator)
     # The recorder goes first so that it sees each batch before Avalanche extends it.
     plugins = [UnitStreamOnly("vae_replay", "dgr (the same conv VAE, its replay in the stream's space)"),
@@ -53,4 +55,4 @@ def build_vae_replay(settings: VAEReplayParams, solver: torch.nn.Module, ctx: St
 
 
 VAE_REPLAY = StrategyKind(name="vae_replay", settings=VAEReplayParams, build=build_vae_replay,
-                          memory=generative_replay_memory, preview=replay_preview)
+                          memory=generative_replay_memory, preview=replay_preview, phases=generator_phases)

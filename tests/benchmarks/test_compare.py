@@ -53,6 +53,13 @@ def test_results_schema(tiny_results):
     for s in data["summary"].values():
         assert SUMMARY_KEYS <= set(s) and s["n_seeds"] == 1
     naive, joint, er = data["runs"]
+    for r in data["runs"]:  # every training second is in one phase; evaluation is timed apart
+        phases = r["phase_seconds"]
+        assert set(phases) == {"replay_making", "generator_steps", "solver_steps", "evaluation", "other"}
+        assert sum(v for k, v in phases.items() if k != "evaluation") == pytest.approx(r["train_seconds"], abs=0.02)
+        assert phases["evaluation"] == pytest.approx(r["eval_seconds"], abs=0.01) and phases["solver_steps"] > 0
+        assert len(r["experience_phase_seconds"]) == 5 and phases["generator_steps"] == 0
+    assert "## Where the time went" in (out / "report.md").read_text()
     assert (naive["recipe"], er["recipe"]) == (None, "small") and er["strategy_params"] == {"mem_size": 50,
                                                                                             "memory_bytes": None}
     # Each experience is timed (joint is cumulative training: one growing fit per experience).

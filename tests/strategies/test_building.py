@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from ali_replay.errors import ConfigError
 from strategies import (STRATEGY_NAMES, StrategyContext, build_strategy, replay_preview, resolve, strategy_memory,
-                        strategy_memory_bytes, strategy_recipes)
+                        strategy_memory_bytes, strategy_phases, strategy_recipes)
 from strategies.ali_generative_replay import ALIGenerativeReplay
 from strategies.replay import replay_fields
 
@@ -50,6 +50,8 @@ def test_every_strategy_builds_and_trains(spec, stream, make_solver, evaluator):
     assert isinstance(results, dict)
     assert strategy_memory_bytes(strategy) >= 0
     preview = replay_preview(strategy)
+    generative = name in ("avalanche_gr", "vae_replay", "dgr", "gan_replay", "ali_replay")
+    assert (strategy_phases(strategy).get("generator_steps", 0) > 0) == generative  # its own generator's seconds
     if name in ("er", "avalanche_gr", "vae_replay", "dgr", "gan_replay", "ali_replay"):
         images, labels = preview
         assert images.shape[1:] == (1, 8, 8) and 0 < len(images) <= 64 and len(labels) == len(images)
