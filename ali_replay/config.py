@@ -120,7 +120,9 @@ class OptimConfig:
     cycle_z: float = _number(1.0, at_least(0))  # ALICE-style L1 weight on |z - G_z(G_x(z))|
     update_order: str = "alternating"  # alternating: D steps, then G against the updated D; simultaneous: both
     # players from one discriminator pass (the ALI authors' recipe; one D forward fewer per update)
-    precision: str = "float32"  # bfloat16: forward passes under bf16 autocast (faster on CPUs with bf16 units)
+    # bfloat16: forward passes under bf16 autocast (faster where there are bf16 units); auto: bfloat16 where the
+    # device has them (a CUDA GPU that supports it, a CPU with AVX-512 BF16 or AMX), float32 elsewhere
+    precision: str = "float32"
 
 
 @dataclass

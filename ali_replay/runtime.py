@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 from typing import Iterator
@@ -72,3 +73,30 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@functools.lru_cache(maxsize=None)
+def has_bf16_units(device_type: str) -> bool:
+    """Whether a device type computes bfloat16 natively: a CUDA GPU that supports it, or a CPU whose
+    instruction set has AVX-512 BF16 or AMX (read from /proc/cpuinfo; False where that is absent)."""
+    if device_type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device_type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@functools.lru_cache(maxsize=None)
+def compute_precision(precision: str, device_type: str) -> str:
+    """The precision forward passes run in: `auto` is bfloat16 where the device has bf16 units, else float32."""
+    if precision != "auto":
+        return precision
+    chosen = "bfloat16" if has_bf16_units(device_type) else "float32"
+    log.info("precision auto on %s: %s (%s)", device_type, chosen,
+             "bf16 units found" if chosen == "bfloat16" else "no bf16 units: emulated bf16 would be slower")
+    return chosen

@@ -16,6 +16,7 @@ from torch import nn
 from ali_replay.ali import ALI
 from ali_replay.errors import ConfigError, ShapeError
 from ali_replay.losses import cycle_loss, discriminator_loss, generator_loss
+from ali_replay.runtime import compute_precision
 
 
 @dataclass
@@ -102,7 +103,7 @@ class Players(nn.Module):
 
 
 UPDATE_ORDERS = ("alternating", "simultaneous")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "auto")  # auto: bfloat16 where the device has bf16 units
 
 
 def check_update_order(order: str, distributed: bool = False) -> str:
@@ -130,7 +131,8 @@ def check_optim(optim_cfg, distributed: bool = False) -> None:
 
 def _forward_precision(x: torch.Tensor, precision: str):
     """The context the forward passes run in: bf16 autocast on x's device, or nothing."""
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    return torch.autocast(x.device.type, dtype=torch.bfloat16,
+                          enabled=compute_precision(precision, x.device.type) == "bfloat16")
 
 
 def train_step(ali: ALI, optimizers: ALIOptimizers, optim_cfg, x: torch.Tensor, y: Optional[torch.Tensor] = None,

@@ -18,6 +18,7 @@ rank 0 alone locks, reads and writes the output folder and tells the other proce
 from __future__ import annotations
 
 import concurrent.futures as futures
+import json
 import logging
 import multiprocessing
 import os
@@ -203,6 +204,8 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     cfg = validate_compare_config(cfg.copy())
+    if cfg.benchmarks:
+        return compare_streams(cfg, resume, overwrite, command=command)
     from strategies import resolve
 
     # Each spec once, for the stream's shape: unknown names, recipes and keys fail before any training.
@@ -239,6 +242,31 @@ def compare(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *, c
         if lock is not None:
             lock.release()  # on return, on errors and on Ctrl-C alike
     return distributed.broadcast_object(results)  # the same results in every process
+
+
+def compare_streams(cfg: DictConfig, resume: bool = False, overwrite: bool = False, *,
+                    command: str | None = None) -> dict:
+    """The comparison on each of `cfg.benchmarks` in turn, each into output_dir/<name>; a report over them.
+
+    Returns {"streams": {name: that stream's results}}; output_dir/report.md holds the table over them.
+    """
+    from benchmarks.report import write_streams_report
+    from benchmarks.results import STREAMS_FILE, atomic_write_text
+
+    out = Path(cfg.output_dir)
+    if distributed.current().is_main:
+        atomic_write_text(out / STREAMS_FILE, json.dumps(list(cfg.benchmarks)) + "\n")
+    streams = {}
+    for name in cfg.benchmarks:
+        one = cfg.copy()
+        one.benchmarks = []
+        one.benchmark.name = name
+        one.output_dir = str(out / name)
+        log.info("stream %s of %s: %s", list(cfg.benchmarks).index(name) + 1, len(cfg.benchmarks), name)
+        streams[name] = compare(one, resume=resume, overwrite=overwrite, command=command)
+    if distributed.current().is_main:
+        write_streams_report(out, list(cfg.benchmarks))
+    return {"streams": streams}
 
 
 def _run_planned(cfg: DictConfig, out: Path, todo: list[tuple[Any, int]], results: dict | None,

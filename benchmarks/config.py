@@ -37,7 +37,7 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 # Keys that change how runs are executed, not what they compute: a results folder written with
 # other values of these is still the same comparison (resumable, comparable).
-EXECUTION_KEYS: tuple[str, ...] = ("jobs", "threads", "output_dir", "logging")
+EXECUTION_KEYS: tuple[str, ...] = ("jobs", "threads", "output_dir", "logging", "diagnostics")
 
 
 @dataclass
@@ -100,6 +100,9 @@ class CompareConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     strategies: List[str] = field(default_factory=lambda: ["naive", "vae_replay", "dgr", "ali_replay", "joint"])
+    # several streams: the whole comparison on each of these benchmarks in turn (benchmark.name replaced, every
+    # other setting the same), each into output_dir/<name>, with a report over them in output_dir
+    benchmarks: List[str] = field(default_factory=list)
     seeds: List[int] = field(default_factory=lambda: [0], metadata=SEED_RANGE)  # the range of every seed
     output_dir: str = field(default="runs/compare", metadata=FOLDER)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda
@@ -107,6 +110,9 @@ class CompareConfig:
     # torch threads per run; None: max(1, cores // jobs)
     threads: Optional[int] = field(default=None, metadata=THREADS)
     eval_mb_size: int = field(default=256, metadata=at_least(1))
+    # measure each generative replay's pseudo-samples with a judge trained on real data (benchmarks.diagnostics);
+    # the accuracies do not change, the seconds leave the measuring out
+    diagnostics: bool = False
 
 
 def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -154,6 +160,10 @@ def validate_compare_config(cfg: DictConfig) -> DictConfig:
     if str(cfg.device).lower() not in DEVICES:
         raise ConfigError(f"unknown device '{cfg.device}' (device); valid: {', '.join(DEVICES)}")
     check_ranges(cfg, CompareConfig)  # every numeric key's interval, and folder/file paths
+    for name in cfg.benchmarks:
+        check_benchmark_name(name)
+    if len(set(cfg.benchmarks)) != len(cfg.benchmarks):
+        raise ConfigError(f"benchmarks lists a benchmark more than once: {list(cfg.benchmarks)}")
     if len(cfg.strategies) == 0:
         raise ConfigError("strategies is empty; list at least one, e.g. strategies=[naive,ali_replay]")
     if len(cfg.seeds) == 0:
@@ -174,6 +184,7 @@ def fingerprint(cfg: DictConfig | dict) -> dict[str, Any]:
         # Results written before `benchmark.validation` and `benchmark.transforms` existed held
         # nothing out and had no per-item transforms, i.e. their defaults.
         kept["benchmark"] = {"validation": 0.0, "transforms": "none", **kept["benchmark"]}
+    kept.setdefault("benchmarks", [])  # results written before several streams existed ran one
     return kept
 
 

@@ -47,6 +47,8 @@ class RunRecord:
     strategy_params: dict[str, Any]  # every setting of the resolved spec
     replay_experiences: list[int]  # experiences with replayed samples in `replay_file`
     replay_file: Optional[str]
+    # with `diagnostics: true`: per experience with replay, the judge's view of it (benchmarks.diagnostics)
+    replay_diagnostics: Optional[list[dict[str, Any]]]
     log_dir: str
     started_at: str
     finished_at: str

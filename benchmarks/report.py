@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks import metrics
 from benchmarks.plots import draw_plots, first_preview_run, plot_paths
-from benchmarks.results import RESULTS_FILE, atomic_write_text, dump_json, read_results, strategy_order
+from benchmarks.results import RESULTS_FILE, atomic_write_text, dump_json, read_results, stream_folders, strategy_order
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +309,16 @@ def write_outputs(results: dict, out: Path, plots: bool = True) -> str:
 
 
 def write_report(results_dir: str | Path) -> str:
-    """Rebuild report.md, results.csv, the summary and the plots from results.json; return the markdown."""
+    """Rebuild report.md, results.csv, the summary and the plots from results.json; return the markdown.
+
+    A folder of several streams' comparisons (`benchmarks: [...]`) gets each rebuilt and the report over them.
+    """
     out = Path(results_dir)
+    streams = stream_folders(out)
+    if streams:
+        for name in streams:
+            write_report(out / name)
+        return write_streams_report(out, streams)
     results = read_results(out)
     summary = summarize(results["runs"], strategy_order(results))
     if results.get("summary") != summary:
@@ -321,4 +329,29 @@ def write_report(results_dir: str | Path) -> str:
     atomic_write_text(out / "report.md", text)
     draw_plots(results, out)
     log.info("wrote %s, %s and plots under %s", out / "report.md", out / "results.csv", out / "plots")
+    return text
+
+
+def write_streams_report(out: Path, names: Sequence[str]) -> str:
+    """report.md over several streams' comparisons (out/<name>/results.json): each strategy on each stream."""
+    out = Path(out)
+    per_stream = {name: read_results(out / name) for name in names}
+    order = list(dict.fromkeys(s for results in per_stream.values() for s in strategy_order(results)))
+    summaries = {name: summarize(results["runs"], strategy_order(results)) for name, results in per_stream.items()}
+    lines = ["# Continual-learning comparison over streams", "",
+             "Final average accuracy (%), mean ± sample std over seeds, and the mean training seconds, of every "
+             "strategy on each stream (the same config, only `benchmark.name` changed); each stream's own report "
+             "is in its folder.", "",
+             "| strategy |" + "".join(f" {name} | train s |" for name in names),
+             "| --- |" + " --- | --- |" * len(names)]
+    for strategy in order:
+        cells = []
+        for name in names:
+            s = summaries[name].get(strategy)
+            cells.append(" - | - |" if s is None else f" {_pct(s['final_avg_acc_mean'])} ± "
+                         f"{_pct(s['final_avg_acc_std'])} | {_num(s['train_seconds_mean'], 0)} |")
+        lines.append(f"| {strategy} |" + "".join(cells))
+    lines += ["", "Reports: " + ", ".join(f"[{name}]({name}/report.md)" for name in names), ""]
+    text = "\n".join(lines)
+    atomic_write_text(out / "report.md", text)
     return text

@@ -62,3 +62,15 @@ def strategy_order(results: dict) -> list[str]:
         if run["strategy"] not in listed:
             listed.append(run["strategy"])
     return [s for s in listed if any(r["strategy"] == s for r in results["runs"])]
+
+
+STREAMS_FILE = "streams.json"  # a comparison over several streams: their names, in the config's order
+
+
+def stream_folders(out: Path) -> list[str]:
+    """The streams of a comparison over several (its streams.json), where `out` holds no results.json itself."""
+    out = Path(out)
+    if (out / RESULTS_FILE).is_file() or not (out / STREAMS_FILE).is_file():
+        return []
+    names = json.loads((out / STREAMS_FILE).read_text(encoding="utf-8"))
+    return [name for name in names if (out / name / RESULTS_FILE).is_file()]

@@ -8,6 +8,11 @@ picks, per family, the recipe with the highest mean. It reads only `strategy`, `
 `final_avg_val_acc` of each run (`validation_view`), so test figures cannot sway the choice; the
 test accuracy of the chosen recipes is then reported once, over fresh seeds if possible.
 
+Results of several streams (folders whose benchmark, scenario or validation share differ) are
+averaged: each recipe's score is the mean, over the streams, of its mean over seeds on each, so
+the chosen recipe is the best on average, not per data set. A recipe must have run on every
+stream to be chosen among them.
+
 It also counts the configurations each family tried: a family that was given more tries gets
 more chances at a lucky validation score, so the table says so when the counts differ.
 
@@ -27,7 +32,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ali_replay.errors import UserError
-from benchmarks.results import atomic_write_text, read_results
+from benchmarks.results import atomic_write_text, read_results, stream_folders
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +48,11 @@ class Recipe:
 
     spec: str
     family: str
-    mean_val_acc: float
-    std_val_acc: float
+    mean_val_acc: float  # over seeds; over several streams: the mean of the streams' means
+    std_val_acc: float  # the sample std over seeds; over several streams: over the streams' means
     n_seeds: int
     seeds: list[int]
+    per_stream: dict[str, float] = field(default_factory=dict)  # stream -> mean over seeds (several streams)
 
 
 @dataclass
@@ -95,16 +101,52 @@ def _validation_runs(sources: Iterable[Mapping]) -> list[dict]:
     return views
 
 
-def _check_same_setting(sources: Sequence[Mapping]) -> None:
-    """UserError when results folders differ in benchmark, scenario or validation share."""
-    def setting(results: Mapping) -> tuple:
-        bench = (results.get("config") or {}).get("benchmark") or {}
-        return (results.get("benchmark"), results.get("scenario"), bench.get("validation"))
+def _setting(results: Mapping) -> tuple:
+    """What makes two results folders one stream: benchmark, scenario, validation share."""
+    bench = (results.get("config") or {}).get("benchmark") or {}
+    return (results.get("benchmark"), results.get("scenario"), bench.get("validation"))
 
-    settings = {setting(r) for r in sources}
-    if len(settings) > 1:
-        raise UserError(f"the results folders hold different settings (benchmark, scenario, validation share): "
-                        f"{sorted(settings, key=str)}; select within one setting")
+
+def _stream_name(setting: tuple, settings: Sequence[tuple]) -> str:
+    """A stream's name in tables: its benchmark, with the scenario or share where streams share a benchmark."""
+    if sum(1 for other in settings if other[0] == setting[0]) == 1:
+        return str(setting[0])
+    return f"{setting[0]} ({setting[1]}, validation {setting[2]})"
+
+
+def _recipes(views: list[dict], assigned: Optional[Mapping[str, str]]) -> dict[str, Recipe]:
+    """Each spec's record over its seeds, in the order the specs first appear."""
+    out: dict[str, Recipe] = {}
+    for spec in dict.fromkeys(str(v["strategy"]) for v in views):
+        values = [(int(v["seed"]), float(v["final_avg_val_acc"])) for v in views if v["strategy"] == spec]
+        accs = np.asarray([a for _, a in values], dtype=np.float64)
+        out[spec] = Recipe(spec=spec, family=family_of(spec, assigned), mean_val_acc=float(accs.mean()),
+                           std_val_acc=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0, n_seeds=len(accs),
+                           seeds=sorted(s for s, _ in values))
+    return out
+
+
+def _averaged(per_setting: dict[tuple, dict[str, Recipe]]) -> dict[str, Recipe]:
+    """Each spec's record averaged over the streams (only specs that ran on every stream)."""
+    settings = list(per_setting)
+    if len(settings) == 1:
+        return per_setting[settings[0]]
+    specs = list(dict.fromkeys(spec for recipes in per_setting.values() for spec in recipes))
+    out = {}
+    for spec in specs:
+        missing = [_stream_name(s, settings) for s in settings if spec not in per_setting[s]]
+        if missing:
+            log.warning("%s did not run on %s; it is left out of the selection over streams", spec, ", ".join(missing))
+            continue
+        records = [per_setting[s][spec] for s in settings]
+        means = np.asarray([r.mean_val_acc for r in records], dtype=np.float64)
+        out[spec] = Recipe(spec=spec, family=records[0].family, mean_val_acc=float(means.mean()),
+                           std_val_acc=float(means.std(ddof=1)), n_seeds=min(r.n_seeds for r in records),
+                           seeds=sorted(set.intersection(*(set(r.seeds) for r in records))),
+                           per_stream={_stream_name(s, settings): r.mean_val_acc for s, r in zip(settings, records)})
+    if not out:
+        raise UserError("no recipe ran on every stream given; run the same specs on each")
+    return out
 
 
 def select_recipes(
@@ -112,28 +154,21 @@ def select_recipes(
     families: Optional[Sequence[str]] = None,
     assigned: Optional[Mapping[str, str]] = None,
 ) -> list[FamilyChoice]:
-    """Per family, the recipe with the highest mean final validation accuracy over its seeds.
+    """Per family, the recipe with the highest mean final validation accuracy (over seeds, then streams).
 
-    `sources` is one results dict (`results.json`) or several; `families` keeps only those
-    families; `assigned` maps a spec to a family by hand. Ties go to the recipe listed first.
-    Only `validation_view` of each run is read.
+    `sources` is one results dict (`results.json`) or several, of one stream or of several;
+    `families` keeps only those families; `assigned` maps a spec to a family by hand. Ties go to
+    the recipe listed first. Only `validation_view` of each run is read.
     """
     sources = [sources] if isinstance(sources, Mapping) else list(sources)
-    _check_same_setting(sources)
-    views = _validation_runs(sources)
-    order: list[str] = []
-    for view in views:
-        if view["strategy"] not in order:
-            order.append(str(view["strategy"]))
+    grouped: dict[tuple, list[Mapping]] = {}
+    for results in sources:
+        grouped.setdefault(_setting(results), []).append(results)
+    averaged = _averaged({setting: _recipes(_validation_runs(group), assigned)
+                          for setting, group in grouped.items()})
     recipes: dict[str, list[Recipe]] = {}
-    for spec in order:
-        values = [(int(v["seed"]), float(v["final_avg_val_acc"])) for v in views if v["strategy"] == spec]
-        accs = np.asarray([a for _, a in values], dtype=np.float64)
-        family = family_of(spec, assigned)
-        recipes.setdefault(family, []).append(Recipe(
-            spec=spec, family=family, mean_val_acc=float(accs.mean()),
-            std_val_acc=float(accs.std(ddof=1)) if len(accs) > 1 else 0.0,
-            n_seeds=len(accs), seeds=sorted(s for s, _ in values)))
+    for record in averaged.values():
+        recipes.setdefault(record.family, []).append(record)
     if families:
         unknown = [f for f in families if f not in recipes]
         if unknown:
@@ -171,12 +206,19 @@ def render_selection(choices: Sequence[FamilyChoice], sources: Sequence[str] = (
         listed = ", ".join(f"{f} {n}" for f, n in counts.items())
         lines += ["", f"The families tried different numbers of configurations ({listed}): a family with more "
                       "tries had more chances at a lucky validation score."]
+    streams = list(dict.fromkeys(name for c in choices for r in c.tried for name in r.per_stream))
+    if streams:
+        lines += ["", f"Averaged over {len(streams)} streams: a recipe's score is the mean of its mean over seeds "
+                      "on each (± the std over the streams' means)."]
+    heads = "".join(f" {name} |" for name in streams)
     lines += ["", "## Every recipe tried", "",
-              "| family | recipe | mean val acc (%) | seeds | chosen |", "| --- | --- | --- | --- | --- |"]
+              f"| family | recipe | mean val acc (%) |{heads} seeds | chosen |",
+              "| --- | --- | --- |" + " --- |" * len(streams) + " --- | --- |"]
     for choice in choices:
         for r in choice.tried:
             mark = "yes" if r is choice.chosen else ""
-            lines.append(f"| {choice.family} | `{r.spec}` | {_pct(r.mean_val_acc)} ± {_pct(r.std_val_acc)} | "
+            cells = "".join(f" {_pct(r.per_stream[name])} |" for name in streams)
+            lines.append(f"| {choice.family} | `{r.spec}` | {_pct(r.mean_val_acc)} ± {_pct(r.std_val_acc)} |{cells} "
                          f"{', '.join(str(s) for s in r.seeds)} | {mark} |")
     return "\n".join(lines) + "\n"
 
@@ -190,16 +232,20 @@ def selection_dict(choices: Sequence[FamilyChoice]) -> dict:
 
 def select(results_dirs: Sequence[str | Path], families: Optional[Sequence[str]] = None,
            assigned: Optional[Mapping[str, str]] = None, write: bool = True) -> tuple[list[FamilyChoice], str]:
-    """Select on the results folders (`ali-replay select`); write selection.md/.json into the first; return both."""
+    """Select on the results folders (`ali-replay select`); write selection.md/.json into the first; return both.
+
+    A folder of a comparison over several streams (`benchmarks: [...]`) stands for its streams' folders.
+    """
     if not results_dirs:
         raise UserError("select needs at least one results folder (the output_dir of a comparison)")
-    dirs = [Path(d) for d in results_dirs]
+    first = Path(results_dirs[0])
+    dirs = [sub for d in map(Path, results_dirs) for sub in ([d / n for n in stream_folders(d)] or [d])]
     choices = select_recipes([read_results(d) for d in dirs], families, assigned)
     text = render_selection(choices, [str(d) for d in dirs])
     if write:
-        atomic_write_text(dirs[0] / SELECTION_MD, text)
-        atomic_write_text(dirs[0] / SELECTION_JSON, json.dumps(selection_dict(choices), indent=2) + "\n")
-        log.info("wrote %s and %s", dirs[0] / SELECTION_MD, dirs[0] / SELECTION_JSON)
+        atomic_write_text(first / SELECTION_MD, text)
+        atomic_write_text(first / SELECTION_JSON, json.dumps(selection_dict(choices), indent=2) + "\n")
+        log.info("wrote %s and %s", first / SELECTION_MD, first / SELECTION_JSON)
     return choices, text
 
 

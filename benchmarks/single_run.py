@@ -44,6 +44,7 @@ from benchmarks.streams import StreamBundle, build_stream
 log = logging.getLogger(__name__)
 
 ACC_KEY = "Top1_Acc_Exp/eval_phase/{stream}/"  # Avalanche's per-experience accuracy, by stream name
+DIAGNOSED = ("ali_replay", "dgr", "gan_replay")  # the strategies whose replay `diagnostics: true` measures
 
 
 def run_id(strategy_spec: str, seed: int) -> str:
@@ -79,6 +80,7 @@ class Run:
     rid: str
     started_at: str
     timer: Any  # strategies.SolverTimer, the strategy's first plugin
+    diagnostics: Any = None  # benchmarks.diagnostics.ReplayDiagnostics, with `diagnostics: true`
 
 
 @dataclass
@@ -126,7 +128,13 @@ def build_run(cfg: DictConfig, spec: Any, seed: int) -> Run:
         generator_epochs=None if cfg.generator.epochs is None else int(cfg.generator.epochs))
     strategy = build_strategy(resolved, solver, None, ctx)
     strategy.model = distributed.wrap(strategy.model.to(device))
-    return Run(resolved, seed, bundle, strategy, loggers, device, out, rid, started_at, timer)
+    diagnostics = None
+    if cfg.get("diagnostics") and resolved.name in DIAGNOSED:
+        from benchmarks.diagnostics import ReplayDiagnostics, stream_judge
+
+        diagnostics = ReplayDiagnostics(stream_judge(bundle, seed), bundle.benchmark.test_stream)
+        strategy.plugins.append(diagnostics)  # after the replay plugin: it reads the replay set that one made
+    return Run(resolved, seed, bundle, strategy, loggers, device, out, rid, started_at, timer, diagnostics)
 
 
 def train_and_evaluate(run: Run) -> Outcome:
@@ -149,9 +157,11 @@ def train_and_evaluate(run: Run) -> Outcome:
     for i, experience in enumerate(bundle.benchmark.train_stream):
         log.info("%s seed %d: training experience %d/%d (classes %s)", run.spec.spec, run.seed, i + 1, n,
                  sorted(experience.classes_in_this_experience))
+        measuring = run.diagnostics.seconds if run.diagnostics is not None else 0.0
         tic = time.perf_counter()
         strategy.train(experience, num_workers=0)
-        outcome.experience_seconds.append(round(time.perf_counter() - tic, 3))
+        measured = (run.diagnostics.seconds if run.diagnostics is not None else 0.0) - measuring
+        outcome.experience_seconds.append(round(time.perf_counter() - tic - measured, 3))
         outcome.train_seconds += outcome.experience_seconds[-1]
         outcome.experience_phases.append(_phases_since(run, outcome, outcome.experience_seconds[-1], strategy_phases))
         kept = strategy_memory(strategy)
@@ -232,7 +242,8 @@ def record(run: Run, outcome: Outcome, replay_file: Optional[str]) -> RunRecord:
         n_experiences=run.bundle.n_experiences, class_order=run.bundle.class_order,
         threads=torch.get_num_threads(), device=str(run.device), processes=distributed.current().world_size,
         strategy_params=run.spec.as_dict(), replay_experiences=outcome.replay_experiences,
-        replay_file=replay_file, log_dir=f"logs/{run.rid}", started_at=run.started_at, finished_at=_now(),
+        replay_file=replay_file, replay_diagnostics=run.diagnostics.entries if run.diagnostics is not None else None,
+        log_dir=f"logs/{run.rid}", started_at=run.started_at, finished_at=_now(),
         pid=os.getpid())
 
 

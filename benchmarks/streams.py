@@ -1,7 +1,8 @@
 """Continual-learning streams built from the project's in-memory data sets with Avalanche.
 
 Each benchmark splits one data set by class into experiences (`split_digits`, `split_mnist`,
-`split_fashion_mnist`, `split_cifar10`, `split_svhn`: 5 experiences of 2 classes; `split_cifar100`:
+`split_fashion_mnist`, `split_cifar10`, `split_cifar10_gray` (CIFAR-10 in grayscale at 28 x 28), `split_svhn`:
+5 experiences of 2 classes; `split_cifar100`:
 10 experiences of 10 classes) with Avalanche's `class_incremental_benchmark`. In the
 `class_incremental` scenario every sample carries task label 0; in `task_incremental` the task
 label is the experience index (Avalanche's `task_incremental_benchmark`), and class ids keep
@@ -56,6 +57,7 @@ STREAMS: dict[str, StreamSpec] = {
     "split_mnist": StreamSpec("mnist", 5, (1, 28, 28)),
     "split_fashion_mnist": StreamSpec("fashion_mnist", 5, (1, 28, 28)),
     "split_cifar10": StreamSpec("cifar10", 5, (3, 32, 32)),
+    "split_cifar10_gray": StreamSpec("cifar10_gray", 5, (1, 28, 28)),  # textured objects in MNIST's shape
     "split_svhn": StreamSpec("svhn", 5, (3, 32, 32)),
     "split_cifar100": StreamSpec("cifar100", 10, (3, 32, 32)),
 }

@@ -28,9 +28,10 @@ def replay_optim() -> OptimConfig:
 
     Within one experience a small ALI must learn new classes while replaying old ones: it
     needs a faster rate and a stronger reconstruction term than the standalone trainer's
-    defaults (BENCHMARKS.md, "Figures behind the replay defaults").
+    defaults (BENCHMARKS.md, "Figures behind the replay defaults"). Forward passes run in
+    bfloat16 where the device has bf16 units (`precision: auto`), float32 elsewhere.
     """
-    return OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0, cycle_z=1.0)
+    return OptimConfig(lr_d=1e-3, lr_g=1e-3, cycle_x=10.0, cycle_z=1.0, precision="auto")
 
 
 @dataclass
@@ -161,8 +162,8 @@ class VAEModelConfig:
 
 
 def _vae_optim() -> OptimConfig:
-    """A VAE's Adam: lr 1e-3, betas (0.9, 0.999) (only lr_g and the betas are read)."""
-    return OptimConfig(lr_d=1e-3, lr_g=1e-3, beta1=0.9, beta2=0.999)
+    """A VAE's Adam: lr 1e-3, betas (0.9, 0.999) (only lr_g, the betas and the precision are read)."""
+    return OptimConfig(lr_d=1e-3, lr_g=1e-3, beta1=0.9, beta2=0.999, precision="auto")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ali_replay import distributed
 from ali_replay.ali import ALI
 from ali_replay.config import OptimConfig
 from ali_replay.errors import ConfigError
-from ali_replay.runtime import evaluating
+from ali_replay.runtime import compute_precision, evaluating
 from ali_replay.update import Players, ReplayAnchors, check_optim, make_optimizers, train_step
 from strategies.memory import module_nbytes
 from strategies.replay.config import DGRRecipe, replay_optim
@@ -219,9 +219,7 @@ class VAEGenerator:
 
     def __init__(self, vae: VAE, optim: Optional[OptimConfig] = None):
         optim = optim if optim is not None else DGRRecipe().optim
-        if optim.precision != "float32":
-            raise ConfigError(f"the VAE generator trains in float32 only, got optim.precision={optim.precision}; "
-                              "use optim.precision=float32")
+        check_optim(optim)
         self.vae = vae
         self.optim = optim
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=optim.lr_g, betas=(optim.beta1, optim.beta2))
@@ -283,7 +281,10 @@ class VAEGenerator:
             raise ConfigError("anchored replay steps (replay_code_weight, replay_image_weight) are for an ALI; "
                               "set them to 0 for the VAE generator")
         self.vae.train()
-        x_hat, mean, logvar = self.vae(x)
+        bf16 = compute_precision(self.optim.precision, x.device.type) == "bfloat16"
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):  # the forward pass; the loss in float32
+            x_hat, mean, logvar = self.vae(x)
+        x_hat, mean, logvar = x_hat.float(), mean.float(), logvar.float()
         reconstruction = F.binary_cross_entropy(x_hat, x, reduction="none").flatten(1).sum(1)
         kl = -0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(1)
         per_example = reconstruction + kl

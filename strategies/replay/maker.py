@@ -33,6 +33,7 @@ class ReplayMaker:
         self.rng = rng  # the plugin's generator: every draw follows its seed
         self.last_replay: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self.last_acceptance: Optional[float] = None
+        self.last_acceptance_by_class: dict[int, float] = {}  # the same share, class by class
 
     @torch.no_grad()
     def make(self, n: int, groups: list[Group], teacher: Optional[torch.nn.Module], feed: ImageFeed | CodeFeed, *,
@@ -49,8 +50,11 @@ class ReplayMaker:
             return self._draw(n, groups, teacher, feed, decode, keep_codes or feed.reads_codes, device)
 
         replay, hard, ids = draw()
-        self.last_acceptance = None
+        self.last_acceptance, self.last_acceptance_by_class = None, {}
         if teacher is not None and self.labeller.filter_replay and ids is not None:
+            recognised = (hard == replay.classes).cpu()
+            self.last_acceptance_by_class = {int(c): float(recognised[replay.classes.cpu() == c].float().mean())
+                                             for c in torch.unique(replay.classes.cpu())}
             group_ids = self.book.ids(groups)
             quota = torch.bincount(balanced_group_ids(n, group_ids, self.rng), minlength=len(self.book.groups))
             replay, hard, self.last_acceptance = keep_recognised((replay, hard, ids), draw, quota, group_ids)

@@ -119,7 +119,7 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_names_are_case_insensitive_and_listed():
-    assert "fashion_mnist" in DATASET_NAMES and len(DATASET_NAMES) == 7
+    assert "fashion_mnist" in DATASET_NAMES and "cifar10_gray" in DATASET_NAMES and len(DATASET_NAMES) == 8
     assert load_dataset(" Digits ").num_classes == 10
 
 
@@ -361,3 +361,25 @@ def test_cifar10_offline_npz(cifar10):
     sub = cifar10.test.subset(range(200)).float_images()
     assert sub.shape == (200, 3, 32, 32) and sub.dtype == torch.float32
     assert 0.0 <= float(sub.min()) and float(sub.max()) <= 1.0 and float(sub.std()) > 0.1
+
+
+def test_cifar10_gray_is_the_luma_at_28_by_28(tmp_path):
+    """Read from a cifar10.npz the test writes: each image's BT.601 luma, resized to 28 x 28."""
+    x_tr = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    x_tr[0] = (200, 100, 50)  # a flat colour: its luma everywhere
+    x_tr[1, :, :16] = 255  # white left half, black right half
+    x_tr[2:] = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    f = _write_npz(tmp_path / "cifar10.npz", x_train=x_tr, y_train=np.array([0, 1, 2, 3]),
+                   x_test=x_tr[:2], y_test=np.array([1, 0]))
+    assert f.parent == tmp_path
+    gray = load_dataset("cifar10_gray", root=tmp_path)
+    assert gray.name == "cifar10_gray" and gray.shape == (1, 28, 28) and gray.num_classes == 4
+    assert gray.train.images.dtype == torch.uint8 and gray.train.targets.tolist() == [0, 1, 2, 3]
+    luma = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)
+    assert int(gray.train.images[0].min()) == int(gray.train.images[0].max()) == luma
+    left, right = gray.train.images[1, 0, :, :13], gray.train.images[1, 0, :, 15:]
+    assert int(left.min()) == 255 and int(right.max()) == 0  # the edge stays where it was, in between
+    assert gray.train.classes[:2] == ["airplane", "automobile"]
+    with pytest.raises(DataError, match="needs colour images"):
+        from ali_replay.data import gray_28
+        gray_28(load_dataset("digits"))

@@ -223,3 +223,29 @@ def test_parallel_jobs_give_the_same_results(tiny_results, tmp_path):
     assert [r["memory_bytes"] for r in parallel["runs"]] == [r["memory_bytes"] for r in serial["runs"]]
     assert {r["rss_scope"] for r in parallel["runs"]} == {"run"}
     assert len({r["pid"] for r in parallel["runs"]}) == 3  # one fresh process per run
+
+
+def test_a_comparison_over_several_streams(tmp_path):
+    """benchmarks: [...] runs the whole comparison on each stream, each into its folder, with a report over them."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)  # a tiny cifar10.npz: 20 colour images of each of the 10 classes
+    x = rng.integers(0, 256, size=(200, 32, 32, 3), dtype=np.uint8)
+    y = np.repeat(np.arange(10), 20)
+    np.savez(tmp_path / "cifar10.npz", x_train=x, y_train=y, x_test=x[::4], y_test=y[::4])
+    out = tmp_path / "streams"
+    results = compare(tiny_config(out, "strategies=[naive]", "benchmarks=[split_digits,split_cifar10_gray]",
+                                  f"data.root={tmp_path}", "benchmark.validation=0.2"))
+    assert list(results["streams"]) == ["split_digits", "split_cifar10_gray"]
+    gray = _load(out / "split_cifar10_gray")
+    assert gray["benchmark"] == "split_cifar10_gray" and gray["config"]["benchmarks"] == []
+    assert len(gray["runs"]) == 1 and gray["runs"][0]["n_experiences"] == 5
+    text = (out / "report.md").read_text()
+    assert "| strategy | split_digits | train s | split_cifar10_gray | train s |" in text and "| naive |" in text
+    assert write_report(out) == text  # the report over the streams is rebuilt as it was
+    from benchmarks.select import select
+
+    choices, _ = select([out], write=False)  # the folder stands for its streams
+    assert set(choices[0].chosen.per_stream) == {"split_digits", "split_cifar10_gray"}
+    with pytest.raises(ConfigError, match="more than once"):
+        compare(tiny_config(out, "benchmarks=[split_digits,split_digits]"))

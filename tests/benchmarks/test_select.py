@@ -122,14 +122,39 @@ def test_runs_without_validation_are_refused():
         select_recipes(results)
 
 
-def test_folders_of_different_settings_are_refused():
+def test_folders_of_one_stream_combine_and_a_run_twice_is_refused():
     a, b = _results(seeds=(0,)), _results(seeds=(1,))
     assert _chosen(select_recipes([a, b])) == BEST_BY_VAL  # two sweeps of one setting combine
-    b["config"]["benchmark"]["validation"] = 0.2
-    with pytest.raises(UserError, match="different settings"):
-        select_recipes([a, b])
     with pytest.raises(UserError, match="more than one results folder"):
         select_recipes([a, copy.deepcopy(a)])
+
+
+def _other_stream(results: dict, val: dict) -> dict:
+    """The same runs on another stream, with other validation accuracies."""
+    other = copy.deepcopy(results)
+    other["benchmark"] = other["config"]["benchmark"]["name"] = "split_cifar10_gray"
+    for run in other["runs"]:
+        run["final_avg_val_acc"] = val[run["strategy"]] + 0.01 * (run["seed"] - 1)
+    return other
+
+
+def test_streams_are_averaged_not_chosen_apart():
+    mnist = _results()
+    # On the second stream the recipe best on MNIST falls far behind: the average picks another.
+    gray = _other_stream(mnist, {**VAL, "ali_replay@filtered+small": 0.40, "ali_replay@long": 0.79,
+                                 "dgr@lr0.001": 0.30, "dgr@lr0.01": 0.70})
+    choices = select_recipes([mnist, gray])
+    assert _chosen(choices) == {"ali_replay": "ali_replay@long", "dgr": "dgr@lr0.01", "vae_replay": "vae_replay"}
+    chosen = next(c for c in choices if c.family == "ali_replay").chosen
+    assert chosen.per_stream == {"split_mnist": pytest.approx(0.80), "split_cifar10_gray": pytest.approx(0.79)}
+    assert chosen.mean_val_acc == pytest.approx(0.795)
+    from benchmarks.select import render_selection
+
+    text = render_selection(choices)
+    assert "Averaged over 2 streams" in text and "| split_mnist | split_cifar10_gray |" in text
+    # A recipe that did not run on every stream is left out of the choice among streams.
+    gray["runs"] = [r for r in gray["runs"] if r["strategy"] != "ali_replay@long"]
+    assert _chosen(select_recipes([mnist, gray]))["ali_replay"] == "ali_replay"
 
 
 def test_cli_writes_the_table(tmp_path, capsys):
