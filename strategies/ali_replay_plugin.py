@@ -142,9 +142,6 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
                               "latent, a LatentSolver): this solver learns from the decoded replay; set "
                               "train_after_freeze=true")
         dist_ctx = distributed.current()
-        if dist_ctx.enabled and self.config.freeze_encoder_after is not None:
-            raise ConfigError("freeze_encoder_after is for one process (DistributedDataParallel cannot drop the "
-                              "encoder's gradients halfway); run without torchrun or set freeze_encoder_after=null")
         if dist_ctx.enabled and not self._rank_seeded:
             self.generator.distribute()
             self.rng.manual_seed(self.seed + 1_000_003 * dist_ctx.rank)

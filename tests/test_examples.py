@@ -45,3 +45,12 @@ def test_custom_template_writes_its_logs(repo_root, shared_data, tmp_path):
     csv = (tmp_path / "csv" / "eval_results.csv").read_text().splitlines()
     assert csv[0].startswith("eval_exp,training_exp,eval_accuracy") and len(csv) > 1
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_split_cifar10_through_avalanches_transforms(repo_root, shared_data):
+    """The split CIFAR-10 script on the offline cifar10.npz, through SplitCIFAR10's default transforms."""
+    if not (shared_data / "cifar10.npz").is_file():
+        pytest.skip("no cifar10.npz in the offline data")
+    out = _run(repo_root, shared_data, "split_cifar10_latent_solver.py")
+    assert "Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp001" in out
+    assert 0.0 <= _final_accuracy(out) <= 1.0

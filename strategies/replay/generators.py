@@ -176,13 +176,16 @@ class ALIGenerator:
 
         Its parameters take no gradient (the optimiser passes them by) and it runs in eval
         mode within `step` (BatchNorm statistics stay too); the decoder and the
-        discriminator train on. One process only: DistributedDataParallel fixes at wrapping
-        which parameters take gradients.
+        discriminator train on. Under torchrun the players are wrapped again (every process
+        freezes in the same experience), since DistributedDataParallel fixes at wrapping which
+        parameters take gradients: the decoder's keep being averaged across the processes.
         """
         if not self.has_encoder:
             raise ConfigError("an encoder-free GAN has no encoder to freeze; set freeze_encoder_after=null")
         self.ali.encoder.requires_grad_(False)
         self.encoder_frozen = True
+        if self._players is not None:
+            self._players = distributed.wrap(distributed.unwrap(self._players))
 
     def step(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor] = None,
              anchors: Optional[ReplayAnchors] = None) -> dict[str, torch.Tensor]:
