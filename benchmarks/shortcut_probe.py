@@ -22,7 +22,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training.supervised import Naive
 from omegaconf import OmegaConf
 
-from ali_replay.evaluation import batched
+from ali_replay.evaluation import batched, predict
 from benchmarks.solvers import build_solver
 from benchmarks.streams import build_stream
 from strategies import ALIReplayPlugin, replay_ali
@@ -41,10 +41,6 @@ class _KeepReplay(SupervisedPlugin):
         self.replay = self.plugin.replay
 
 
-def _verdicts(solver, images: torch.Tensor) -> torch.Tensor:
-    return batched(lambda x, _: solver(x).argmax(1), images).cpu()
-
-
 def _scores(predicted: torch.Tensor, labels: torch.Tensor, new_classes: list[int]) -> dict[str, float]:
     return {"accuracy": round(float((predicted == labels).float().mean()), 4),
             "to_new_classes": round(float(torch.isin(predicted, torch.as_tensor(new_classes)).float().mean()), 4)}
@@ -56,7 +52,7 @@ def probe(benchmark: str, data_root: str, epochs: int, seed: int) -> dict:
                                             "shuffle_classes": False}),
                           OmegaConf.create({"root": data_root, "download": False, "path": None}), seed=seed)
     stream = bundle.benchmark
-    shape = tuple(experience_tensors(stream.train_stream[0])[0].shape[1:])
+    shape = tuple(experience_tensors(stream.train_stream[0])[0].shape[1:])  # reads the experience: it draws from torch's random stream, so the figures depend on it
     solver = build_solver("mlp", shape, bundle.num_classes)
     plugin = ALIReplayPlugin(replay_ali(shape, num_classes=bundle.num_classes), seed=seed)
     strategy = Naive(model=solver, optimizer=torch.optim.Adam(solver.parameters(), lr=1e-3), train_mb_size=128,
@@ -76,9 +72,9 @@ def probe(benchmark: str, data_root: str, epochs: int, seed: int) -> dict:
         replayed = space.from_unit(as_float_images(replay.images))
         result = {"benchmark": benchmark, "seed": seed, "solver_epochs": epochs, "old_classes": old,
                   "new_classes": new,
-                  "replay": _scores(_verdicts(solver, replayed), replay.classes.cpu(), new),
-                  "round_trips": _scores(_verdicts(solver, space.from_unit(trips)), y, new),
-                  "real_test_images": _scores(_verdicts(solver, x), y, new)}
+                  "replay": _scores(predict(solver, replayed).cpu(), replay.classes.cpu(), new),
+                  "round_trips": _scores(predict(solver, space.from_unit(trips)).cpu(), y, new),
+                  "real_test_images": _scores(predict(solver, x).cpu(), y, new)}
     return result
 
 
