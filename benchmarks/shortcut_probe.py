@@ -46,7 +46,7 @@ def _scores(predicted: torch.Tensor, labels: torch.Tensor, new_classes: list[int
             "to_new_classes": round(float(torch.isin(predicted, torch.as_tensor(new_classes)).float().mean()), 4)}
 
 
-def probe(benchmark: str, data_root: str, epochs: int, seed: int) -> dict:
+def probe(benchmark: str, data_root: str, epochs: int, seed: int, round_trip_weight: float = 0.0) -> dict:
     torch.manual_seed(seed)
     bundle = build_stream(OmegaConf.create({"name": benchmark, "scenario": "class_incremental",
                                             "shuffle_classes": False}),
@@ -54,7 +54,8 @@ def probe(benchmark: str, data_root: str, epochs: int, seed: int) -> dict:
     stream = bundle.benchmark
     shape = tuple(experience_tensors(stream.train_stream[0])[0].shape[1:])  # reads the experience: it draws from torch's random stream, so the figures depend on it
     solver = build_solver("mlp", shape, bundle.num_classes)
-    plugin = ALIReplayPlugin(replay_ali(shape, num_classes=bundle.num_classes), seed=seed)
+    plugin = ALIReplayPlugin(replay_ali(shape, num_classes=bundle.num_classes), seed=seed,
+                             round_trip_weight=round_trip_weight)
     strategy = Naive(model=solver, optimizer=torch.optim.Adam(solver.parameters(), lr=1e-3), train_mb_size=128,
                      train_epochs=epochs, eval_mb_size=512, plugins=[plugin, keep := _KeepReplay(plugin)], evaluator=None)
     for experience in stream.train_stream[:2]:
@@ -70,7 +71,8 @@ def probe(benchmark: str, data_root: str, epochs: int, seed: int) -> dict:
         trips = batched(lambda u, c: generator.decode(generator.encode(u, c), c), unit, y)
         replay = keep.replay
         replayed = space.from_unit(as_float_images(replay.images))
-        result = {"benchmark": benchmark, "seed": seed, "solver_epochs": epochs, "old_classes": old,
+        result = {"benchmark": benchmark, "seed": seed, "solver_epochs": epochs,
+                  "round_trip_weight": round_trip_weight, "old_classes": old,
                   "new_classes": new,
                   "replay": _scores(predict(solver, replayed).cpu(), replay.classes.cpu(), new),
                   "round_trips": _scores(predict(solver, space.from_unit(trips)).cpu(), y, new),
@@ -84,10 +86,12 @@ def main(argv=None) -> None:
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--epochs", type=int, default=10, help="solver epochs per experience")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round-trip-weight", type=float, default=0.0,
+                        help="the plugin's round_trip_weight (0: the default recipe)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the figures in BENCHMARKS.md: 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(json.dumps(probe(args.benchmark, args.data_root, args.epochs, args.seed), indent=2))
+    print(json.dumps(probe(args.benchmark, args.data_root, args.epochs, args.seed, args.round_trip_weight), indent=2))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
     before the experience, under no_grad (`strategies.replay.ReplayMaker`); each iteration draws
     a replay mini-batch from it and the solver's loss becomes ``(1/t) * current + (1 - 1/t) *
     replay`` (t: experiences seen, this one included; ``current`` is `strategy.loss` as it stands
-    when this plugin's `before_backward` runs). After each solver update the generator takes a
+    when this plugin's `before_backward` runs, mixed with the loss on the generator's round trips of
+    the real mini-batch at `round_trip_weight`). After each solver update the generator takes a
     step on the real mini-batch plus replay, weighted the same way, as its schedule says
     (`strategies.replay.GeneratorSchedule`: passes, freezing, idling); in the first experience it
     sees real data only. Sleep (after each experience): the source carries its statistics into
@@ -141,6 +142,10 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             raise ConfigError("train_after_freeze=false is for a solver that reads the ALI's codes (solver_input="
                               "latent, a LatentSolver): this solver learns from the decoded replay; set "
                               "train_after_freeze=true")
+        if self.config.round_trip_weight and (self.feed.reads_codes or not self.generator.has_encoder):
+            raise ConfigError("round_trip_weight is for a solver that reads images and a generator with an encoder "
+                              "(an ALI, dgr's VAE): " + ("this solver reads the ALI's codes" if self.feed.reads_codes
+                                                         else "this generator has none") + "; set round_trip_weight=0")
         dist_ctx = distributed.current()
         if dist_ctx.enabled and not self._rank_seeded:
             self.generator.distribute()
@@ -187,12 +192,28 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         """Weigh the current loss 1/t against the replay mini-batch's loss."""
         if self.replay_batch is None:
             return
-        current = strategy.loss
+        current = real = strategy.loss
+        losses = {}
+        if self.config.round_trip_weight:
+            w = self.config.round_trip_weight
+            trips = self._round_trip_loss(strategy)
+            current = (1.0 - w) * real + w * trips
+            losses["round_trips"] = trips.detach()
         batch = self.replay_batch
         replay = self.labeller.loss(self.feed.logits(strategy.model, self.feed.inputs(batch), batch.tasks), batch)
         t = self.book.experiences_seen
         strategy.loss = current / t + (1.0 - 1.0 / t) * replay
-        self.last_losses = {"current": current.detach(), "replay": replay.detach(), "total": strategy.loss.detach()}
+        self.last_losses = {"current": real.detach(), **losses, "replay": replay.detach(),
+                            "total": strategy.loss.detach()}
+
+    def _round_trip_loss(self, strategy) -> torch.Tensor:
+        """The solver's loss on round trips G_x(G_z(x)) of the real mini-batch, labelled as the real images."""
+        x, y = self._real
+        with torch.no_grad():
+            trips = self.generator.decode(self.generator.encode(self.space.to_unit(x), y), y)
+        logits = self.feed.logits(strategy.model, trips, strategy.mb_task_id)
+        criterion = getattr(strategy, "_criterion", None) or torch.nn.functional.cross_entropy
+        return criterion(logits, y.to(logits.device))
 
     def after_training_iteration(self, strategy, *args, **kwargs):
         """Wake step: the generator learns the real mini-batch plus (the first examples of) the replay batch."""

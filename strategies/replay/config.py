@@ -79,6 +79,12 @@ class ReplayConfig:
     # discriminator keep training on decoded replay (false: codes only, nothing decoded but a preview;
     # the head never reads the images, so only the generator's pictures of later classes change)
     train_after_freeze: bool = True
+    # from the second experience on, a solver that reads images also learns the generator's round trips
+    # G_x(G_z(x)) of the real mini-batch, labelled as the real images, at this weight within the current
+    # experience's loss (0: none). Replay is generated and real data is not, so a solver can learn
+    # "generated means an old class" (benchmarks/shortcut_probe.py); round trips of the new classes take
+    # that cue away. Needs a generator with an encoder (an ALI, dgr's VAE)
+    round_trip_weight: float = field(default=0.0, metadata=at_least(0))
 
     def check(self) -> "ReplayConfig":
         """This config if its values are valid, else a ConfigError naming the setting and the fix."""
@@ -94,6 +100,9 @@ class ReplayConfig:
             raise ConfigError("train_after_freeze=false acts once the encoder is frozen; set freeze_encoder_after "
                               "(e.g. 1), or train_after_freeze=true")
         check_ranges(OmegaConf.structured(self), type(self))  # the bounds each field declares
+        if self.round_trip_weight >= 1.0:
+            raise ConfigError(f"round_trip_weight={self.round_trip_weight} would leave the real images no weight in "
+                              "the current experience's loss; choose a value in [0, 1), e.g. 0.5")
         return self
 
 

@@ -8,6 +8,7 @@ from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
 
 from ali_replay.errors import ConfigError
+from strategies._common import experience_tensors
 from strategies.memory import module_nbytes
 from strategies.ali_replay_plugin import ALIReplayPlugin
 from strategies.replay import LABEL_MODES, SOURCES, as_float_images, distillation_loss
@@ -104,6 +105,8 @@ def test_replay_set_per_source_and_label_mode(source, labels, stream, make_ali):
     (dict(temperature=0), "'temperature': must be > 0"),
     (dict(replay_size=0), "'replay_size': must be >= 1"),
     (dict(optim={"lr": 0.1}), "unknown config key 'optim.lr'"),
+    (dict(round_trip_weight=1.0), "round_trip_weight=1.0 would leave the real images no weight"),
+    (dict(round_trip_weight=-0.1), "'round_trip_weight': must be >= 0"),
 ])
 def test_invalid_arguments_raise_config_error(kwargs, message, make_ali):
     with pytest.raises(ConfigError, match=message):
@@ -137,6 +140,35 @@ def test_inverse_t_loss_matches_hand_computation(stream, make_ali):
     last = plugin.last_losses
     t = plugin.experiences_seen
     assert float(last["total"]) == pytest.approx(float(last["current"] / t + (1 - 1 / t) * last["replay"]), rel=1e-6)
+
+
+def test_round_trips_of_the_real_batch_enter_the_current_loss(stream, make_ali):
+    torch.manual_seed(0)
+    w = 0.4
+    plugin = ALIReplayPlugin(make_ali(), source="latent_memory", labels="stored", memory_bytes=2000,
+                             round_trip_weight=w)
+    strategy, _ = run(plugin, stream, experiences=2, recorder=False)
+    last, t = plugin.last_losses, plugin.experiences_seen
+    assert float(last["total"]) == pytest.approx(
+        float(((1 - w) * last["current"] + w * last["round_trips"]) / t + (1 - 1 / t) * last["replay"]), rel=1e-6)
+    # by hand, on the last experience's first images: the solver's loss on G_x(G_z(x)) with x's labels
+    images, labels, _ = experience_tensors(stream.train_stream[1])
+    images, labels = images[:20], labels[:20]
+    generator = plugin.generator
+    with torch.no_grad():
+        trips = generator.decode(generator.encode(images, labels), labels)
+        by_hand = F.cross_entropy(strategy.model(trips), labels)
+    plugin._real = (images, labels)
+    strategy.mbatch = (images, labels, torch.zeros_like(labels))  # as within an iteration
+    assert float(plugin._round_trip_loss(strategy)) == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(last["round_trips"]) > 0
+
+
+def test_round_trips_need_an_encoder(stream, make_ali):
+    plugin = ALIReplayPlugin(make_ali(encoder=False), source="prior", labels="solver_hard", round_trip_weight=0.5)
+    with pytest.raises(ConfigError, match="round_trip_weight is for a solver that reads images and a generator "
+                                          "with an encoder.*this generator has none"):
+        run(plugin, stream, experiences=1, recorder=False)
 
 
 def test_distillation_loss():
