@@ -19,13 +19,14 @@ import json
 
 import torch
 from avalanche.core import SupervisedPlugin
+from avalanche.training.plugins import LwFPlugin
 from avalanche.training.supervised import Naive
 from omegaconf import OmegaConf
 
 from ali_replay.evaluation import batched, predict
 from benchmarks.solvers import build_solver
 from benchmarks.streams import build_stream
-from strategies import ALIReplayPlugin, replay_ali
+from strategies import ALIReplayPlugin, ReconstructionSolver, replay_ali
 from strategies._common import experience_tensors
 from strategies.replay.replay_set import as_float_images
 
@@ -46,7 +47,8 @@ def _scores(predicted: torch.Tensor, labels: torch.Tensor, new_classes: list[int
             "to_new_classes": round(float(torch.isin(predicted, torch.as_tensor(new_classes)).float().mean()), 4)}
 
 
-def probe(benchmark: str, data_root: str, epochs: int, seed: int, round_trip_weight: float = 0.0) -> dict:
+def probe(benchmark: str, data_root: str, epochs: int, seed: int, round_trip_weight: float = 0.0,
+          solver_input: str = "image", lwf_alpha: float = 0.0) -> dict:
     torch.manual_seed(seed)
     bundle = build_stream(OmegaConf.create({"name": benchmark, "scenario": "class_incremental",
                                             "shuffle_classes": False}),
@@ -54,10 +56,13 @@ def probe(benchmark: str, data_root: str, epochs: int, seed: int, round_trip_wei
     stream = bundle.benchmark
     shape = tuple(experience_tensors(stream.train_stream[0])[0].shape[1:])  # reads the experience: it draws from torch's random stream, so the figures depend on it
     solver = build_solver("mlp", shape, bundle.num_classes)
-    plugin = ALIReplayPlugin(replay_ali(shape, num_classes=bundle.num_classes), seed=seed,
-                             round_trip_weight=round_trip_weight)
+    ali = replay_ali(shape, num_classes=bundle.num_classes, conditional=solver_input == "image")
+    if solver_input == "reconstruction":  # every image through the ALI's round trip, real ones included
+        solver = ReconstructionSolver(ali, solver)
+    plugin = ALIReplayPlugin(ali, seed=seed, round_trip_weight=round_trip_weight)
     strategy = Naive(model=solver, optimizer=torch.optim.Adam(solver.parameters(), lr=1e-3), train_mb_size=128,
-                     train_epochs=epochs, eval_mb_size=512, plugins=[plugin, keep := _KeepReplay(plugin)], evaluator=None)
+                     train_epochs=epochs, eval_mb_size=512, plugins=[plugin, keep := _KeepReplay(plugin)]
+                     + ([LwFPlugin(alpha=lwf_alpha, temperature=2)] if lwf_alpha else []), evaluator=None)
     for experience in stream.train_stream[:2]:
         strategy.train(experience)
     solver.eval()
@@ -72,7 +77,8 @@ def probe(benchmark: str, data_root: str, epochs: int, seed: int, round_trip_wei
         replay = keep.replay
         replayed = space.from_unit(as_float_images(replay.images))
         result = {"benchmark": benchmark, "seed": seed, "solver_epochs": epochs,
-                  "round_trip_weight": round_trip_weight, "old_classes": old,
+                  "round_trip_weight": round_trip_weight, "solver_input": solver_input,
+                  "lwf_alpha": lwf_alpha, "old_classes": old,
                   "new_classes": new,
                   "replay": _scores(predict(solver, replayed).cpu(), replay.classes.cpu(), new),
                   "round_trips": _scores(predict(solver, space.from_unit(trips)).cpu(), y, new),
@@ -88,10 +94,16 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--round-trip-weight", type=float, default=0.0,
                         help="the plugin's round_trip_weight (0: the default recipe)")
+    parser.add_argument("--solver-input", choices=("image", "reconstruction"), default="image",
+                        help="reconstruction: an unconditional ALI, the solver fed every image through its round trip")
+    parser.add_argument("--lwf-alpha", type=float, default=0.0,
+                        help="add Avalanche's LwFPlugin at this alpha (temperature 2): the previous solver's scores "
+                             "on the real images kept (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the figures in BENCHMARKS.md: 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(json.dumps(probe(args.benchmark, args.data_root, args.epochs, args.seed, args.round_trip_weight), indent=2))
+    print(json.dumps(probe(args.benchmark, args.data_root, args.epochs, args.seed, args.round_trip_weight,
+                           args.solver_input, args.lwf_alpha), indent=2))
 
 
 if __name__ == "__main__":

@@ -81,9 +81,9 @@ class ReplayConfig:
     train_after_freeze: bool = True
     # from the second experience on, a solver that reads images also learns the generator's round trips
     # G_x(G_z(x)) of the real mini-batch, labelled as the real images, at this weight within the current
-    # experience's loss (0: none). Replay is generated and real data is not, so a solver can learn
-    # "generated means an old class" (benchmarks/shortcut_probe.py); round trips of the new classes take
-    # that cue away. Needs a generator with an encoder (an ALI, dgr's VAE)
+    # experience's loss (0: none; 1: the current classes from round trips only). Replay is generated and
+    # real data is not, so a solver can learn "generated means an old class" (benchmarks/shortcut_probe.py);
+    # round trips of the new classes are meant to take that cue away. Needs a generator with an encoder
     round_trip_weight: float = field(default=0.0, metadata=at_least(0))
 
     def check(self) -> "ReplayConfig":
@@ -100,9 +100,9 @@ class ReplayConfig:
             raise ConfigError("train_after_freeze=false acts once the encoder is frozen; set freeze_encoder_after "
                               "(e.g. 1), or train_after_freeze=true")
         check_ranges(OmegaConf.structured(self), type(self))  # the bounds each field declares
-        if self.round_trip_weight >= 1.0:
-            raise ConfigError(f"round_trip_weight={self.round_trip_weight} would leave the real images no weight in "
-                              "the current experience's loss; choose a value in [0, 1), e.g. 0.5")
+        if self.round_trip_weight > 1.0:
+            raise ConfigError(f"round_trip_weight={self.round_trip_weight} is a share of the current experience's "
+                              "loss; choose a value in [0, 1] (1: the current classes learnt from round trips only)")
         return self
 
 
