@@ -1,4 +1,4 @@
-"""ALIFedSolver: the base of the solvers that read their images through an ALI they never train."""
+"""ALIFedSolver: the base of the solvers that read their images through a generator's coder they never train."""
 from __future__ import annotations
 
 import logging
@@ -8,36 +8,61 @@ from torch import nn
 
 from ali_replay.ali import ALI
 from ali_replay.errors import ConfigError
+from ali_replay.runtime import evaluating
 from strategies.input_space import InputSpace
+from strategies.vae import VAE
 
 logger = logging.getLogger(__name__)
 
 
 class ALIFedSolver(nn.Module):
-    """A classifier that reads its images through an ALI it never trains.
+    """A classifier that reads its images through a coder it never trains: an ALI, or dgr's VAE.
 
-    The ALI is held by reference, not as a submodule: `parameters()`, `state_dict()`
-    and `.to()` cover the classifier only, so the solver's optimiser never updates
-    the ALI (its own objective trains it) and its bytes are not counted twice. A deep
-    copy (the previous solver kept as a teacher) copies the ALI too, so the teacher sees
-    images through the ALI it was trained with. The ALI runs in eval mode (posterior
-    means, BatchNorm running statistics) and without autograd history, in its [0, 1]:
-    `input_space` maps a normalising stream's images there (None: the space of the replay
-    plugin that trains it, see `adopt_input_space`; images in [0, 1] until then).
+    The coder (`coder`; `ali` names the same object) is held by reference, not as a
+    submodule: `parameters()`, `state_dict()` and `.to()` cover the classifier only, so the
+    solver's optimiser never updates the coder (its own objective trains it) and its bytes
+    are not counted twice. A deep copy (the previous solver kept as a teacher) copies the
+    coder too, so the teacher sees images through the coder it was trained with. The coder
+    runs in eval mode (posterior means, BatchNorm running statistics) and without autograd
+    history, in its [0, 1]: `input_space` maps a normalising stream's images there (None: the
+    space of the replay plugin that trains it, see `adopt_input_space`; images in [0, 1] until then).
     """
 
     solver_input = ""  # the recipe's solver_input that selects this solver (named in errors)
 
-    def __init__(self, ali: ALI, input_space: InputSpace | None = None):
+    def __init__(self, coder: ALI | VAE, input_space: InputSpace | None = None):
         super().__init__()
-        if not isinstance(ali, ALI) or ali.encoder is None:
-            raise ConfigError(f"solver_input={self.solver_input} needs an ALI with an encoder")
-        if ali.conditional:
-            raise ConfigError(f"solver_input={self.solver_input} needs an unconditional ALI "
-                              "(model.conditional=false): a class-conditional encoder needs the label the solver "
-                              "is asked for")
-        self.__dict__["ali"] = ali  # plain attribute: see the class docstring
+        if isinstance(coder, ALI):
+            if coder.encoder is None:
+                raise ConfigError(f"solver_input={self.solver_input} needs an ALI with an encoder")
+            if coder.conditional:
+                raise ConfigError(f"solver_input={self.solver_input} needs an unconditional ALI "
+                                  "(model.conditional=false): a class-conditional encoder needs the label the solver "
+                                  "is asked for")
+        elif not isinstance(coder, VAE):
+            raise ConfigError(f"solver_input={self.solver_input} reads images through an ali_replay.ali.ALI or a "
+                              f"strategies.vae.VAE, got {type(coder).__name__}")
+        self.__dict__["coder"] = coder  # plain attribute: see the class docstring
         self.input_space = input_space or InputSpace()
+
+    @property
+    def ali(self):
+        """The coder (an ALI, or dgr's VAE): the name the ALI recipes use."""
+        return self.coder
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The coder's posterior-mean codes of a batch of the solver's images, in eval mode, without autograd."""
+        u = self.to_unit(x)
+        if isinstance(self.coder, VAE):
+            with evaluating(self.coder):
+                return self.coder.encode(u)[0]
+        with evaluating(self.coder.encoder):
+            return self.coder.encode(u)
+
+    def round_trip(self, x: torch.Tensor) -> torch.Tensor:
+        """Each image through the coder's latent space and back, in the solver's space, in eval mode."""
+        with evaluating(self.coder):
+            return self.input_space.from_unit(self.coder.reconstruct(self.to_unit(x)))
 
     def adopt_input_space(self, space: InputSpace) -> None:
         """Read images in the stream's `space` (the replay plugin's), unless built with another one (an error).
@@ -55,6 +80,6 @@ class ALIFedSolver(nn.Module):
         logger.info("the %s solver reads images in %r", self.solver_input, space)
 
     def to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        """The solver's images in the ALI's [0, 1] (clipped where a normalising stream overshoots)."""
+        """The solver's images in the coder's [0, 1] (clipped where a normalising stream overshoots)."""
         space = self.input_space
         return x if space.is_identity else space.to_unit(x).clamp(0, 1)

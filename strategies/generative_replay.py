@@ -18,7 +18,8 @@ from strategies.latent_solver import LatentSolver, code_head
 from strategies.memory import KeptBytes
 from strategies.reconstruction_solver import ReconstructionSolver
 from strategies.recipes import default_recipe, shape_key
-from strategies.replay import DGRRecipe, GANReplayRecipe, ReplayConfig, ReplayRecipe, replay_fields
+from strategies.replay import (DGRRecipe, GANReplayRecipe, ReplayConfig, ReplayRecipe, SolverRecipe,
+                               replay_fields)
 from strategies.vae import VAE
 
 logger = logging.getLogger(__name__)
@@ -58,33 +59,46 @@ def _replay_settings(recipe: ReplayConfig, ctx: StrategyContext) -> ReplayConfig
     return replay
 
 
+def _solver_through(recipe: SolverRecipe, coder: ALI | VAE, solver: torch.nn.Module, ctx: StrategyContext
+                    ) -> dict:
+    """The template arguments for the solver the recipe's `solver_input` names, reading through `coder`.
+
+    ``image``: the benchmark's solver on the stream's images; ``reconstruction``: it, on every
+    image's round trip through `coder`; ``latent``: an MLP head on `coder`'s codes in its place.
+    """
+    common = template_args(solver, ctx)
+    if recipe.solver_input == "image":
+        return common
+    if ctx.scenario != "class_incremental":
+        raise ConfigError(f"solver_input={recipe.solver_input} supports class_incremental streams only (the "
+                          "solver gets no task labels); use solver_input=image for task_incremental")
+    if recipe.solver_input == "latent":
+        logger.info("solver_input=latent: the benchmark's solver is replaced by an MLP head on the %s's codes",
+                    type(coder).__name__)
+        model = LatentSolver(coder, code_head(coder.latent_dim, ctx.num_classes, recipe.latent_head_width))
+    else:
+        model = ReconstructionSolver(coder, solver)
+    return {**common, "model": model, "optimizer": torch.optim.Adam(model.parameters(), lr=ctx.lr)}
+
+
 def _build_ali_replay(recipe: ReplayRecipe, solver: torch.nn.Module, ctx: StrategyContext, encoder: bool = True
                       ) -> SupervisedTemplate:
     """An ALI (or, without encoder, a GAN) behind ALIReplayPlugin; the recipe's solver_input says what the
     solver reads (the benchmark's solver on images or reconstructions, or an MLP head on the ALI's codes)."""
+    if recipe.solver_input != "image" and not encoder:
+        raise ConfigError(f"solver_input={recipe.solver_input} needs an encoder: use ali_replay, not gan_replay")
     ali = build_ali(ctx.input_shape, recipe.model, num_classes=ctx.num_classes, encoder=encoder)
-    common = template_args(solver, ctx)
-    if recipe.solver_input != "image":
-        if not encoder:
-            raise ConfigError(f"solver_input={recipe.solver_input} needs an encoder: use ali_replay, not gan_replay")
-        if ctx.scenario != "class_incremental":
-            raise ConfigError(f"solver_input={recipe.solver_input} supports class_incremental streams only (the "
-                              "solver gets no task labels); use solver_input=image for task_incremental")
-        if recipe.solver_input == "latent":
-            logger.info("solver_input=latent: the benchmark's solver is replaced by an MLP head on the ALI's codes")
-            model = LatentSolver(ali, code_head(ali.latent_dim, ctx.num_classes, recipe.latent_head_width))
-        else:
-            model = ReconstructionSolver(ali, solver)
-        common = {**common, "model": model, "optimizer": torch.optim.Adam(model.parameters(), lr=ctx.lr)}
+    common = _solver_through(recipe, ali, solver, ctx)
     return ALIGenerativeReplay(ali=ali, replay=_replay_settings(recipe, ctx), replay_seed=ctx.seed,
                                plugins=list(ctx.plugins), **common)
 
 
 def _build_dgr(recipe: DGRRecipe, solver: torch.nn.Module, ctx: StrategyContext) -> SupervisedTemplate:
-    """Naive plus ALIReplayPlugin with a VAE as the generator: the same replay as ali_replay, another generator."""
+    """Naive plus ALIReplayPlugin with a VAE as the generator: the same replay as ali_replay, another generator;
+    solver_input as for ali_replay (`dgr@features`: the head on the VAE's codes)."""
     vae = VAE(ctx.input_shape, latent_dim=recipe.model.latent_dim, hidden=recipe.model.hidden, arch=recipe.model.arch)
     plugin = ALIReplayPlugin(vae, _replay_settings(recipe, ctx), seed=ctx.seed)
-    return Naive(plugins=list(ctx.plugins) + [plugin], **template_args(solver, ctx))
+    return Naive(plugins=list(ctx.plugins) + [plugin], **_solver_through(recipe, vae, solver, ctx))
 
 
 def _memory(strategy: SupervisedTemplate) -> KeptBytes:

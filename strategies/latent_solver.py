@@ -6,9 +6,9 @@ from torch import nn
 
 from ali_replay.ali import ALI
 from ali_replay.errors import ConfigError, ShapeError
-from ali_replay.runtime import evaluating
 from strategies.ali_fed_solver import ALIFedSolver
 from strategies.input_space import InputSpace
+from strategies.vae import VAE
 
 
 def code_head(latent_dim: int, num_classes: int, width: int) -> nn.Sequential:
@@ -32,23 +32,24 @@ class LatentSolver(ALIFedSolver):
 
     The encoder is never trained by the solver's loss (see `ALIFedSolver`): the solver's
     parameters are the head's alone, and the ALI learns its codes from its own objective.
+    Built over a `strategies.vae.VAE` instead (`dgr@features`), it reads the VAE's posterior
+    means: plain generative replay's counterpart, replayed the same way.
     """
 
     solver_input = "latent"
 
-    def __init__(self, ali: ALI, head: nn.Module, input_space: InputSpace | None = None):
+    def __init__(self, ali: ALI | VAE, head: nn.Module, input_space: InputSpace | None = None):
         super().__init__(ali, input_space)
         self.head = head
 
     @property
     def latent_dim(self) -> int:
         """The width of the codes the head reads."""
-        return self.ali.latent_dim
+        return self.coder.latent_dim
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's mean codes of a batch of images, in eval mode, without autograd history."""
-        with evaluating(self.ali.encoder):
-            return self.ali.encode(self.to_unit(x))
+        return self.codes(x)
 
     def classify_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of codes (N x latent_dim) of the ALI's current latent space."""

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from ali_replay.ali import ALI
-from ali_replay.runtime import evaluating
 from strategies.ali_fed_solver import ALIFedSolver
 from strategies.input_space import InputSpace
+from strategies.vae import VAE
 
 
 class ReconstructionSolver(ALIFedSolver):
@@ -24,14 +24,13 @@ class ReconstructionSolver(ALIFedSolver):
 
     solver_input = "reconstruction"
 
-    def __init__(self, ali: ALI, solver: nn.Module, input_space: InputSpace | None = None):
+    def __init__(self, ali: ALI | VAE, solver: nn.Module, input_space: InputSpace | None = None):
         super().__init__(ali, input_space)
         self.solver = solver
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """G_x(G_z(x)) for a batch of images, in eval mode, without autograd history."""
-        with evaluating(self.ali):
-            return self.input_space.from_unit(self.ali.reconstruct(self.to_unit(x)))
+        return self.round_trip(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of images."""

@@ -123,6 +123,10 @@ class VAE(Generator, nn.Module):
         """Images in [0, 1]."""
         return torch.sigmoid(self.decoder(z))
 
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Each image decoded from its posterior mean (the VAE's deterministic round trip)."""
+        return self.decode(self.encode(x)[0])
+
     def get_features(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's features."""
         return self.encoder(x)

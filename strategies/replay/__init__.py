@@ -12,8 +12,8 @@ replay_set    the examples made once per experience, drawn in mini-batches
 """
 from strategies.replay.classes import ClassBook
 from strategies.replay.config import (COVARIANCES, LABEL_MODES, SOLVER_INPUTS, SOURCES, DGRRecipe, GANReplayRecipe,
-                                      ReplayConfig, ReplayRecipe, VAEModelConfig, replay_config, replay_fields,
-                                      replay_optim)
+                                      ReplayConfig, ReplayRecipe, SolverRecipe, VAEModelConfig, replay_config,
+                                      replay_fields, replay_optim)
 from strategies.replay.feeds import CodeFeed, ImageFeed, StreamSpace, adopt_stream_space, solver_feed
 from strategies.replay.generators import (GENERATOR_MEMBERS, ALIGenerator, FrozenDecoder, ReplayGenerator,
                                           VAEGenerator, make_generator)
@@ -26,7 +26,7 @@ from strategies.replay.sources import (ClassGaussianSource, ConditionalSource, L
 
 __all__ = [
     "ClassBook", "COVARIANCES", "LABEL_MODES", "SOLVER_INPUTS", "SOURCES", "DGRRecipe", "GANReplayRecipe",
-    "ReplayConfig", "ReplayRecipe", "VAEModelConfig", "replay_config", "replay_fields", "replay_optim",
+    "ReplayConfig", "ReplayRecipe", "SolverRecipe", "VAEModelConfig", "replay_config", "replay_fields", "replay_optim",
     "CodeFeed", "ImageFeed", "StreamSpace", "adopt_stream_space", "solver_feed",
     "GENERATOR_MEMBERS", "ALIGenerator", "FrozenDecoder", "ReplayGenerator", "VAEGenerator", "make_generator",
     "Labeller", "class_mask", "distillation_loss", "keep_recognised", "ReplayMaker",

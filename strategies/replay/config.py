@@ -107,28 +107,35 @@ class ReplayConfig:
 
 
 @dataclass
-class ReplayRecipe(ReplayConfig):
-    """A replay strategy's settings (`ali_replay`): the replay's, the generator's networks, what the solver reads.
+class SolverRecipe(ReplayConfig):
+    """A replay strategy's settings with what its solver reads (`ali_replay`, `gan_replay` and `dgr` share it).
 
     `solver_input` says what the solver is fed: ``image`` the stream's images (replay: decoded
-    images); ``reconstruction`` every image through the ALI's round trip G_x(G_z(x))
-    (`strategies.ReconstructionSolver` around the benchmark's solver); ``latent`` the encoder's
-    codes G_z(x): the benchmark's solver network is then replaced by an MLP head on the codes
-    (`strategies.LatentSolver`, two hidden layers of `latent_head_width` ReLU units), and replay
-    feeds it the source's codes directly, no image in between. The last two need an
-    unconditional ALI with an encoder and a class-incremental stream.
+    images); ``reconstruction`` every image through the generator's round trip (the ALI's
+    G_x(G_z(x)), the VAE's decoding of its posterior mean: `strategies.ReconstructionSolver`
+    around the benchmark's solver); ``latent`` the encoder's codes: the benchmark's solver
+    network is then replaced by an MLP head on the codes (`strategies.LatentSolver`, two hidden
+    layers of `latent_head_width` ReLU units), and replay feeds it the source's codes directly,
+    no image in between. The last two need an unconditional generator with an encoder and a
+    class-incremental stream.
     """
 
-    model: ModelConfig = field(default_factory=replay_model)
     solver_input: str = "image"  # image | reconstruction | latent (see the class docstring)
     # solver_input=latent: hidden units in each of the code head's two layers (it replaces the benchmark's solver)
     latent_head_width: int = field(default=400, metadata=at_least(1))
 
-    def check(self) -> "ReplayRecipe":
+    def check(self) -> "SolverRecipe":
         """This recipe if its values are valid, else a ConfigError naming the setting and the fix."""
         check_choice("solver_input", self.solver_input, SOLVER_INPUTS)
         super().check()
         return self
+
+
+@dataclass
+class ReplayRecipe(SolverRecipe):
+    """`ali_replay`: the replay's settings, the ALI's networks and what the solver reads (`SolverRecipe`)."""
+
+    model: ModelConfig = field(default_factory=replay_model)
 
 
 def _gan_model() -> ModelConfig:
@@ -176,7 +183,7 @@ def _vae_optim() -> OptimConfig:
 
 
 @dataclass
-class DGRRecipe(ReplayConfig):
+class DGRRecipe(SolverRecipe):
     """`dgr`: plain generative replay (van de Ven's DGR) in the same plugin, with a VAE as the generator.
 
     Prior samples labelled by distillation from the previous solver, weighted 1/t, as

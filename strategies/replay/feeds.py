@@ -95,12 +95,12 @@ class CodeFeed:
 
 
 def solver_feed(solver: torch.nn.Module, generator, space: StreamSpace) -> ImageFeed | CodeFeed:
-    """How replay reaches `solver`: codes for a LatentSolver over the generator's ALI, else images."""
+    """How replay reaches `solver`: codes for a LatentSolver over the generator's own model, else images."""
     if not isinstance(solver, LatentSolver):
         return ImageFeed(space)
-    if solver.ali is not getattr(generator, "ali", None):
-        raise ConfigError("the LatentSolver reads the codes of another ALI than the replay generator's, so "
-                          "replayed codes would be of another latent space; build both on one ALI: "
+    if solver.coder is not getattr(generator, "model", None):  # the ALI or VAE behind the generator
+        raise ConfigError("the LatentSolver reads the codes of another model than the replay generator's, so "
+                          "replayed codes would be of another latent space; build both on one ALI (or VAE): "
                           "LatentSolver(ali, head) and ALIReplayPlugin(ali, ...)")
     return CodeFeed()
 

@@ -106,6 +106,11 @@ class ALIGenerator:
         self._discriminator: Optional[torch.nn.Module] = None
 
     @property
+    def model(self) -> ALI:
+        """The ALI (what a LatentSolver over this generator reads through)."""
+        return self.ali
+
+    @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.ali.shape)
 
@@ -217,8 +222,7 @@ class VAEGenerator:
 
     conditional = False
     has_encoder = True
-    holds_latent = False  # no anchored steps, no frozen encoder: replay_code_weight etc. are for an ALI
-    encoder_frozen = False
+    holds_latent = False  # no anchored steps: replay_code_weight and replay_image_weight are for an ALI
 
     def __init__(self, vae: VAE, optim: Optional[OptimConfig] = None):
         optim = optim if optim is not None else DGRRecipe().optim
@@ -226,6 +230,12 @@ class VAEGenerator:
         self.vae = vae
         self.optim = optim
         self.optimizer = torch.optim.Adam(vae.parameters(), lr=optim.lr_g, betas=(optim.beta1, optim.beta2))
+        self.encoder_frozen = False  # `freeze_encoder` was called: the encoder no longer trains
+
+    @property
+    def model(self) -> VAE:
+        """The VAE (what a LatentSolver over this generator reads through)."""
+        return self.vae
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -272,10 +282,19 @@ class VAEGenerator:
         """The decoder (with its sigmoid) as it is now, frozen."""
         return FrozenDecoder(_VAEDecoder(self.vae), False, self.device)
 
+    def _encoder_parts(self) -> tuple[torch.nn.Module, ...]:
+        """The modules that map images to codes: the coder and the mean and log-variance layers."""
+        return self.vae.encoder, self.vae.calc_mean, self.vae.calc_logvar
+
     def freeze_encoder(self) -> None:
-        """Refuse: a frozen encoder holds an ALI's latent space still, not a VAE's."""
-        raise ConfigError("freeze_encoder_after acts on an ALI's encoder, and the VAE generator cannot hold its "
-                          "latent space still; set freeze_encoder_after=null, or replay with an ALI (ali_replay)")
+        """Stop training the encoder, for good: the posterior means stay where they are.
+
+        The encoder's parameters take no gradient and it runs in eval mode within `step`
+        (BatchNorm statistics stay too); the decoder goes on learning to decode the fixed codes.
+        """
+        for part in self._encoder_parts():
+            part.requires_grad_(False)
+        self.encoder_frozen = True
 
     def step(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
              anchors: Optional[ReplayAnchors] = None) -> dict[str, torch.Tensor]:
@@ -284,6 +303,9 @@ class VAEGenerator:
             raise ConfigError("anchored replay steps (replay_code_weight, replay_image_weight) are for an ALI; "
                               "set them to 0 for the VAE generator")
         self.vae.train()
+        if self.encoder_frozen:
+            for part in self._encoder_parts():
+                part.eval()
         bf16 = compute_precision(self.optim.precision, x.device.type) == "bfloat16"
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):  # the forward pass; the loss in float32
             x_hat, mean, logvar = self.vae(x)

@@ -30,11 +30,13 @@ class GeneratorSchedule:
     """
 
     def __init__(self, generator: ReplayGenerator, config: ReplayConfig, space: StreamSpace):
-        if (config.replay_code_weight or config.replay_image_weight or config.freeze_encoder_after is not None) \
-                and not generator.holds_latent:
-            raise ConfigError("replay_code_weight, replay_image_weight and freeze_encoder_after act on an ALI's "
-                              f"encoder, and this generator ({type(generator).__name__}) cannot hold its latent "
-                              "space still; set them to 0, 0 and null, or replay with an ALI (ali_replay)")
+        if (config.replay_code_weight or config.replay_image_weight) and not generator.holds_latent:
+            raise ConfigError("replay_code_weight and replay_image_weight anchor an ALI's replay steps, and this "
+                              f"generator ({type(generator).__name__}) cannot hold its latent space still; set them "
+                              "to 0, or replay with an ALI (ali_replay)")
+        if config.freeze_encoder_after is not None and not generator.has_encoder:
+            raise ConfigError(f"freeze_encoder_after freezes an encoder, and this generator "
+                              f"({type(generator).__name__}) has none; set freeze_encoder_after=null")
         self.generator = generator
         self.config = config
         self.space = space

@@ -64,3 +64,51 @@ def test_the_plugin_given_a_vae_and_the_dgr_recipe_is_the_registrys_dgr(make_sol
                               make_context(input_shape=(1, 28, 28), generator_epochs=None))  # built, not trained
     built = next(p for p in strategy.plugins if isinstance(p, ALIReplayPlugin))
     assert built.config == plugin.config and plugin.config.optim.beta1 == 0.9
+
+
+def test_dgr_at_features_is_ali_replay_at_features_with_the_vae(stream, make_solver, make_context):
+    """The code-space recipe of both families: the same replay settings, a head on each generator's codes."""
+    from strategies import LatentSolver
+    from strategies.replay import ClassGaussianSource
+    same = [k for k in replay_fields() if k != "optim"] + ["solver_input", "latent_head_width"]
+    _, dgr = load_strategy_params("dgr@features")
+    _, ali = load_strategy_params("ali_replay@features")
+    assert {k: dgr[k] for k in same} == {k: ali[k] for k in same}
+    assert dgr["model"]["latent_dim"] == ali["model"]["latent_dim"] == 64
+
+    torch.manual_seed(0)
+    strategy = build_strategy("dgr@features", make_solver(), {"model": {"hidden": 32, "latent_dim": 4},
+                                                               "replay_size": 200}, make_context())
+    model = strategy.model
+    plugin = next(p for p in strategy.plugins if type(p).__name__ == "ALIReplayPlugin")
+    vae = plugin.generator.vae
+    assert isinstance(model, LatentSolver) and model.coder is vae and model.head[0].in_features == 4
+    assert {id(p) for g in strategy.optimizer.param_groups for p in g["params"]} == \
+        {id(p) for p in model.head.parameters()}
+    strategy.train(stream.train_stream[0])
+    coder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    decoder = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    strategy.train(stream.train_stream[1])
+    assert plugin.generator.encoder_frozen and isinstance(plugin.source, ClassGaussianSource)
+    assert all(torch.equal(v, coder[k]) for k, v in vae.encoder.state_dict().items())  # frozen after the first
+    assert any(not torch.equal(v, decoder[k]) for k, v in vae.decoder.state_dict().items())  # the decoder learns on
+    assert plugin.replay is None and plugin.feed.reads_codes
+    x = stream.train_stream[0].dataset[0][0][None]
+    with torch.no_grad():
+        vae.eval()
+        assert torch.allclose(model(x), model.head(vae.encode(x)[0]), atol=1e-6)  # the head on posterior means
+
+
+def test_dgr_at_features_beats_naive_on_split_digits(stream_factory, make_solver, make_context, stream_accuracy):
+    """About 10 s: 5 experiences of 280 images, the VAE's code head against no replay."""
+    stream = stream_factory(per_class=140)
+    small = {"model": {"hidden": 128, "latent_dim": 8}, "replay_size": 2000}
+    features = "dgr@features+freeze_encoder_after=2+train_after_freeze=false"  # as the ALI's test freezes it
+    final = {}
+    for spec, params in (("naive", None), (features, small)):
+        torch.manual_seed(0)
+        strategy = build_strategy(spec, make_solver(), params, make_context(train_epochs=10, generator_epochs=10))
+        for experience in stream.train_stream:
+            strategy.train(experience)
+        final[spec] = stream_accuracy(strategy.model, stream.test_stream)
+    assert final[features] >= final["naive"] + 0.3, final

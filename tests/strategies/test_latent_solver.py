@@ -125,7 +125,7 @@ def test_a_latent_solver_of_another_ali_is_refused(stream, make_ali, make_contex
     strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters()), train_mb_size=20,
                      evaluator=make_context().evaluator,
                      plugins=[ALIReplayPlugin(ali, source="class_latent", labels="stored")])
-    with pytest.raises(ConfigError, match="another ALI"):
+    with pytest.raises(ConfigError, match="another model than the replay generator"):
         strategy.train(stream.train_stream[0])
 
 

@@ -7,7 +7,7 @@ from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig, OptimConfig
 from ali_replay.errors import ConfigError
 from strategies.ali_replay_plugin import ALIReplayPlugin
-from strategies.replay import ALIGenerator
+from strategies.replay import ALIGenerator, VAEGenerator
 from strategies.vae import VAE
 
 
@@ -90,13 +90,33 @@ def test_a_frozen_encoder_keeps_its_batchnorm_statistics_too(order):
     assert ali.encoder.training is False and ali.decoder.training is True
 
 
-@pytest.mark.parametrize("settings", [{"replay_code_weight": 1.0}, {"replay_image_weight": 1.0},
-                                      {"freeze_encoder_after": 1}])
-def test_settings_on_the_encoder_need_an_ali_with_one(settings, make_ali):
-    with pytest.raises(ConfigError, match="cannot hold its latent space still; set them to 0, 0 and null"):
+@pytest.mark.parametrize("settings", [{"replay_code_weight": 1.0}, {"replay_image_weight": 1.0}])
+def test_anchored_replay_steps_need_an_ali_with_an_encoder(settings, make_ali):
+    with pytest.raises(ConfigError, match=r"this generator \(ALIGenerator\) cannot hold its latent space still"):
         ALIReplayPlugin(make_ali(encoder=False), source="prior", labels="solver_hard", **settings)
     with pytest.raises(ConfigError, match=r"this generator \(VAEGenerator\) cannot hold its latent space still"):
         ALIReplayPlugin(VAE((1, 8, 8), latent_dim=4, hidden=32), source="prior", labels="solver_hard", **settings)
+
+
+def test_freezing_needs_an_encoder(make_ali):
+    with pytest.raises(ConfigError, match="has none; set freeze_encoder_after=null"):
+        ALIReplayPlugin(make_ali(encoder=False), source="prior", labels="solver_hard", freeze_encoder_after=1)
+
+
+def test_a_frozen_vae_encoder_keeps_its_weights_and_statistics_while_its_decoder_learns():
+    torch.manual_seed(0)
+    vae = VAE((1, 28, 28), latent_dim=4)
+    generator = VAEGenerator(vae)
+    generator.freeze_encoder()
+    coder = [vae.encoder, vae.calc_mean, vae.calc_logvar]
+    before = [{k: v.clone() for k, v in part.state_dict().items()} for part in coder]
+    decoder_before = {k: v.clone() for k, v in vae.decoder.state_dict().items()}
+    assert any("running_mean" in k for k in before[0])
+    for _ in range(2):
+        generator.step(torch.rand(8, 1, 28, 28))
+    assert all(torch.equal(v, b[k]) for part, b in zip(coder, before) for k, v in part.state_dict().items())
+    assert any(not torch.equal(v, decoder_before[k]) for k, v in vae.decoder.state_dict().items())
+    assert generator.encoder_frozen and vae.encoder.training is False and vae.decoder.training is True
 
 
 @pytest.mark.parametrize("settings,message", [({"replay_code_weight": -1.0}, "'replay_code_weight': must be >= 0"),
