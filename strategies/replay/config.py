@@ -12,7 +12,8 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from ali_replay.config import ModelConfig, OptimConfig, at_least, check_ranges, positive, replay_model, typed
+from ali_replay.config import (ModelConfig, OptimConfig, at_least, check_ranges, positive, replay_model, typed,
+                               within)
 from ali_replay.errors import ConfigError
 from ali_replay.update import check_optim
 from strategies._common import check_choice
@@ -84,7 +85,7 @@ class ReplayConfig:
     # experience's loss (0: none; 1: the current classes from round trips only). Replay is generated and
     # real data is not, so a solver can learn "generated means an old class" (benchmarks/shortcut_probe.py);
     # round trips of the new classes are meant to take that cue away. Needs a generator with an encoder
-    round_trip_weight: float = field(default=0.0, metadata=at_least(0))
+    round_trip_weight: float = field(default=0.0, metadata=within(0, 1))
 
     def check(self) -> "ReplayConfig":
         """This config if its values are valid, else a ConfigError naming the setting and the fix."""
@@ -100,9 +101,6 @@ class ReplayConfig:
             raise ConfigError("train_after_freeze=false acts once the encoder is frozen; set freeze_encoder_after "
                               "(e.g. 1), or train_after_freeze=true")
         check_ranges(OmegaConf.structured(self), type(self))  # the bounds each field declares
-        if self.round_trip_weight > 1.0:
-            raise ConfigError(f"round_trip_weight={self.round_trip_weight} is a share of the current experience's "
-                              "loss; choose a value in [0, 1] (1: the current classes learnt from round trips only)")
         return self
 
 

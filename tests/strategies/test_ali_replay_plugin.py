@@ -105,8 +105,8 @@ def test_replay_set_per_source_and_label_mode(source, labels, stream, make_ali):
     (dict(temperature=0), "'temperature': must be > 0"),
     (dict(replay_size=0), "'replay_size': must be >= 1"),
     (dict(optim={"lr": 0.1}), "unknown config key 'optim.lr'"),
-    (dict(round_trip_weight=1.5), "round_trip_weight=1.5 is a share of the current experience's loss"),
-    (dict(round_trip_weight=-0.1), "'round_trip_weight': must be >= 0"),
+    (dict(round_trip_weight=1.5), r"'round_trip_weight': must be in \[0, 1\], got 1.5"),
+    (dict(round_trip_weight=-0.1), r"'round_trip_weight': must be in \[0, 1\], got -0.1"),
 ])
 def test_invalid_arguments_raise_config_error(kwargs, message, make_ali):
     with pytest.raises(ConfigError, match=message):
