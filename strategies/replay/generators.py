@@ -34,7 +34,7 @@ class ReplayGenerator(Protocol):
     latent_dim: int
     conditional: bool  # whether decode and encode read the classes
     has_encoder: bool
-    holds_latent: bool  # whether it can hold its latent space still (anchored replay steps, a frozen encoder)
+    holds_latent: bool  # whether its replay steps can be anchored to the codes they were decoded from
     encoder_frozen: bool  # `freeze_encoder` was called
     device: torch.device  # where its weights live
 
