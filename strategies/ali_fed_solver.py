@@ -8,7 +8,6 @@ from torch import nn
 
 from ali_replay.ali import ALI
 from ali_replay.errors import ConfigError
-from ali_replay.runtime import evaluating
 from strategies.input_space import InputSpace
 from strategies.vae import VAE
 
@@ -49,20 +48,6 @@ class ALIFedSolver(nn.Module):
     def ali(self):
         """The coder (an ALI, or dgr's VAE): the name the ALI recipes use."""
         return self.coder
-
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """The coder's posterior-mean codes of a batch of the solver's images, in eval mode, without autograd."""
-        u = self.to_unit(x)
-        if isinstance(self.coder, VAE):
-            with evaluating(self.coder):
-                return self.coder.encode(u)[0]
-        with evaluating(self.coder.encoder):
-            return self.coder.encode(u)
-
-    def round_trip(self, x: torch.Tensor) -> torch.Tensor:
-        """Each image through the coder's latent space and back, in the solver's space, in eval mode."""
-        with evaluating(self.coder):
-            return self.input_space.from_unit(self.coder.reconstruct(self.to_unit(x)))
 
     def adopt_input_space(self, space: InputSpace) -> None:
         """Read images in the stream's `space` (the replay plugin's), unless built with another one (an error).

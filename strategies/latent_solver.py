@@ -6,6 +6,7 @@ from torch import nn
 
 from ali_replay.ali import ALI
 from ali_replay.errors import ConfigError, ShapeError
+from ali_replay.runtime import evaluating
 from strategies.ali_fed_solver import ALIFedSolver
 from strategies.input_space import InputSpace
 from strategies.vae import VAE
@@ -49,7 +50,12 @@ class LatentSolver(ALIFedSolver):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's mean codes of a batch of images, in eval mode, without autograd history."""
-        return self.codes(x)
+        u = self.to_unit(x)
+        if isinstance(self.coder, VAE):
+            with evaluating(self.coder):
+                return self.coder.encode(u)[0]  # (mean, log-variance): the mean
+        with evaluating(self.coder.encoder):
+            return self.coder.encode(u)
 
     def classify_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of codes (N x latent_dim) of the ALI's current latent space."""

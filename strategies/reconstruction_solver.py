@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ali_replay.ali import ALI
+from ali_replay.runtime import evaluating
 from strategies.ali_fed_solver import ALIFedSolver
 from strategies.input_space import InputSpace
 from strategies.vae import VAE
@@ -29,8 +30,9 @@ class ReconstructionSolver(ALIFedSolver):
         self.solver = solver
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """G_x(G_z(x)) for a batch of images, in eval mode, without autograd history."""
-        return self.round_trip(x)
+        """G_x(G_z(x)) for a batch of images (a VAE: decoded posterior means), in eval mode, without autograd."""
+        with evaluating(self.coder):
+            return self.input_space.from_unit(self.coder.reconstruct(self.to_unit(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of images."""
