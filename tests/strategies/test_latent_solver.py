@@ -228,7 +228,7 @@ def test_a_head_built_for_another_input_space_is_refused(normalised_stream_facto
 @pytest.mark.slow
 def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, make_context, stream_accuracy):
     """About 60 s: Avalanche's SplitMNIST with its default transforms (ToTensor, MNIST's Normalize),
-    500 training images per experience, the recipe's ALI on 28 x 28 images, against no replay."""
+    500 training images per experience, the recipe's ALI (and dgr's VAE) on 28 x 28 images, against no replay."""
     from avalanche.benchmarks.classic import SplitMNIST
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.models import SimpleMLP
@@ -236,9 +236,10 @@ def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, 
     full = SplitMNIST(n_experiences=5, seed=0, fixed_class_order=list(range(10)), dataset_root=str(shared_data))
     stream = benchmark_from_datasets(train=[e.dataset.subset(range(500)) for e in full.train_stream],
                                      test=[e.dataset.subset(range(300)) for e in full.test_stream])
-    final = {}
+    final, spaces = {}, {}
     idle = "ali_replay@features+train_after_freeze=false"  # the generator idles once the encoder is frozen
-    for spec in ("naive", "ali_replay@features", idle):
+    vae_idle = "dgr@features+train_after_freeze=false"  # the same recipe with dgr's VAE
+    for spec in ("naive", "ali_replay@features", idle, vae_idle):
         torch.manual_seed(0)
         ctx = make_context(input_shape=(1, 28, 28), train_epochs=8, generator_epochs=8, train_mb_size=50)
         strategy = build_strategy(spec, SimpleMLP(num_classes=10), {"replay_size": 2000} if spec != "naive"
@@ -246,9 +247,11 @@ def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, 
         for experience in stream.train_stream:
             strategy.train(experience)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
-    assert strategy.model.input_space == InputSpace(mean=0.1307, std=0.3081)
+        spaces[spec] = getattr(strategy.model, "input_space", None)
+    assert spaces[idle] == spaces[vae_idle] == InputSpace(mean=0.1307, std=0.3081)
     assert final["ali_replay@features"] >= final["naive"] + 0.25, final
     assert final[idle] >= final["naive"] + 0.25, final
+    assert final[vae_idle] >= final["naive"] + 0.25, final
 
 
 @pytest.mark.slow
