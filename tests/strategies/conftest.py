@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ali_replay.ali import build_ali
 from ali_replay.config import ModelConfig
-from strategies import StrategyContext
+from strategies import StrategyContext, build_strategy
 
 SHAPE = (1, 8, 8)
 PER_CLASS = 40  # training images per class in the tiny streams: 80 per experience
@@ -159,6 +159,22 @@ def _stream_accuracy(model, stream) -> float:
 def stream_accuracy():
     """The function (model, test stream) -> accuracy over the whole stream."""
     return _stream_accuracy
+
+
+def _trained(spec, solver, params, ctx, stream):
+    """The strategy `spec` built at torch seed 0 (`solver()` makes its network after the seed) and trained
+    on every experience of `stream`'s train stream, in order."""
+    torch.manual_seed(0)
+    strategy = build_strategy(spec, solver(), params, ctx)
+    for experience in stream.train_stream:
+        strategy.train(experience)
+    return strategy
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """The function (spec, solver factory, params, context, stream) -> the strategy trained on the stream."""
+    return _trained
 
 
 def _fit_batch(model, x, y, steps=20, lr=1e-2) -> list[float]:

@@ -99,16 +99,14 @@ def test_dgr_at_features_is_ali_replay_at_features_with_the_vae(stream, make_sol
         assert torch.allclose(model(x), model.head(vae.encode(x)[0]), atol=1e-6)  # the head on posterior means
 
 
-def test_dgr_at_features_beats_naive_on_split_digits(stream_factory, make_solver, make_context, stream_accuracy):
+def test_dgr_at_features_beats_naive_on_split_digits(stream_factory, make_solver, make_context, stream_accuracy,
+                                                     trained):
     """About 10 s: 5 experiences of 280 images, the VAE's code head against no replay."""
     stream = stream_factory(per_class=140)
     small = {"model": {"hidden": 128, "latent_dim": 8}, "replay_size": 2000}
     features = "dgr@features+freeze_encoder_after=2+train_after_freeze=false"  # as the ALI's test freezes it
     final = {}
     for spec, params in (("naive", None), (features, small)):
-        torch.manual_seed(0)
-        strategy = build_strategy(spec, make_solver(), params, make_context(train_epochs=10, generator_epochs=10))
-        for experience in stream.train_stream:
-            strategy.train(experience)
+        strategy = trained(spec, make_solver, params, make_context(train_epochs=10, generator_epochs=10), stream)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
     assert final[features] >= final["naive"] + 0.3, final

@@ -136,7 +136,8 @@ def test_registry_refuses_it_where_it_cannot_work(make_solver, make_context):
         build_strategy("gan_replay+solver_input=latent", make_solver(), None, make_context())
 
 
-def test_features_beats_naive_on_split_digits(stream_factory, make_solver, make_context, stream_accuracy):
+def test_features_beats_naive_on_split_digits(stream_factory, make_solver, make_context, stream_accuracy,
+                                              trained):
     """About 15 s: 5 experiences of 280 images, 10 epochs of solver and ALI each, three strategies."""
     stream = stream_factory(per_class=140)
     small = {"model": {"hidden": 128, "latent_dim": 8}, "replay_size": 2000}  # latent 8: the best on 8x8 digits
@@ -147,10 +148,7 @@ def test_features_beats_naive_on_split_digits(stream_factory, make_solver, make_
     idle = held + "+train_after_freeze=false"  # the generator idles after the freeze: the head reads codes only
     final = {}
     for spec, params in (("naive", None), (held, small), (drifting, small), (idle, small)):
-        torch.manual_seed(0)
-        strategy = build_strategy(spec, make_solver(), params, make_context(train_epochs=10, generator_epochs=10))
-        for experience in stream.train_stream:
-            strategy.train(experience)
+        strategy = trained(spec, make_solver, params, make_context(train_epochs=10, generator_epochs=10), stream)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
     # Seeds 0, 1, 2: held still 0.72, 0.665, 0.635 (frozen after the first experience, seed 0: 0.525);
     # without holding its latent space still (the encoder trains throughout, the class statistics are
@@ -226,7 +224,8 @@ def test_a_head_built_for_another_input_space_is_refused(normalised_stream_facto
 
 
 @pytest.mark.slow
-def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, make_context, stream_accuracy):
+def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, make_context, stream_accuracy,
+                                                                   trained):
     """About 60 s: Avalanche's SplitMNIST with its default transforms (ToTensor, MNIST's Normalize),
     500 training images per experience, the recipe's ALI (and dgr's VAE) on 28 x 28 images, against no replay."""
     from avalanche.benchmarks.classic import SplitMNIST
@@ -240,12 +239,9 @@ def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, 
     idle = "ali_replay@features+train_after_freeze=false"  # the generator idles once the encoder is frozen
     vae_idle = "dgr@features+train_after_freeze=false"  # the same recipe with dgr's VAE
     for spec in ("naive", "ali_replay@features", idle, vae_idle):
-        torch.manual_seed(0)
         ctx = make_context(input_shape=(1, 28, 28), train_epochs=8, generator_epochs=8, train_mb_size=50)
-        strategy = build_strategy(spec, SimpleMLP(num_classes=10), {"replay_size": 2000} if spec != "naive"
-                                  else None, ctx)
-        for experience in stream.train_stream:
-            strategy.train(experience)
+        strategy = trained(spec, lambda: SimpleMLP(num_classes=10), {"replay_size": 2000} if spec != "naive"
+                           else None, ctx, stream)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
         spaces[spec] = getattr(strategy.model, "input_space", None)
     assert spaces[idle] == spaces[vae_idle] == InputSpace(mean=0.1307, std=0.3081)
@@ -256,7 +252,7 @@ def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, 
 
 @pytest.mark.slow
 def test_bare_ali_replay_beats_naive_on_split_cifar10_with_avalanches_transforms(shared_data, make_context,
-                                                                                  stream_accuracy):
+                                                                                  stream_accuracy, trained):
     """About 2 min: split CIFAR-10 through SplitCIFAR10's own default transforms (random crop, flip,
     Normalize; `benchmark.transforms=avalanche`), 1,000 training images per experience, the bare
     `ali_replay` (its 3 x 32 x 32 default, @features) against no replay, the harness's conv solver."""
@@ -271,12 +267,9 @@ def test_bare_ali_replay_beats_naive_on_split_cifar10_with_avalanches_transforms
                                      test=[e.dataset.subset(range(400)) for e in full.benchmark.test_stream])
     final = {}
     for spec in ("naive", "ali_replay"):
-        torch.manual_seed(0)
         ctx = make_context(input_shape=(3, 32, 32), train_epochs=5, generator_epochs=5, train_mb_size=50)
-        strategy = build_strategy(spec, build_solver("conv", (3, 32, 32), 10),
-                                  {"replay_size": 2000} if spec != "naive" else None, ctx)
-        for experience in stream.train_stream:
-            strategy.train(experience)
+        strategy = trained(spec, lambda: build_solver("conv", (3, 32, 32), 10),
+                           {"replay_size": 2000} if spec != "naive" else None, ctx, stream)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
     assert isinstance(strategy.model, LatentSolver)  # the shape's recipe: the head on the ALI's codes
     assert strategy.model.input_space.mean.flatten().tolist() == pytest.approx([0.4914, 0.4822, 0.4465])
