@@ -142,6 +142,10 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             raise ConfigError("train_after_freeze=false is for a solver that reads the ALI's codes (solver_input="
                               "latent, a LatentSolver): this solver learns from the decoded replay; set "
                               "train_after_freeze=true")
+        if self.config.head_refit_steps and not (self.feed.reads_codes and self.source.keeps_statistics):
+            raise ConfigError("head_refit_steps is for a solver that reads the ALI's codes (a LatentSolver) with a "
+                              "source that keeps statistics per class (source=class_latent or latent_memory); "
+                              "set head_refit_steps=0")
         if self.config.round_trip_weight and (self.feed.reads_codes or not self.generator.has_encoder):
             raise ConfigError("round_trip_weight is for a solver that reads images and a generator with an encoder "
                               "(an ALI, dgr's VAE): " + ("this solver reads the ALI's codes" if self.feed.reads_codes
@@ -232,6 +236,8 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
                                            self.seed + t, t, self._batches.next if self._batches is not None else None)
         with self.phases.timed("replay_making", strategy.device):  # the sleep phase readies the next replay
             self.sleep(strategy)
+        with self.phases.timed("solver_steps", strategy.device):
+            self.refit_head(strategy)
         if self.labeller.needs_teacher:
             self._teacher = _frozen_copy(strategy.model)
         self.replay = self._batches = self.replay_batch = self._real = self._prev_decoder = None
@@ -252,6 +258,31 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
             def refresh(old_codes, old_ids):
                 return refresh_codes(self._prev_decoder, self.generator, old_codes, self.book.classes(old_ids))
         self.source.sleep(codes, ids, refresh)
+
+    def refit_head(self, strategy) -> None:
+        """`head_refit_steps` steps of the head on class-balanced draws of every class seen, current ones included.
+
+        The draws come from the source's statistics only, so every class reaches the head the same
+        way, and from a generator seeded by the run's seed and the experience (not the process's
+        rank), so under torchrun every process takes the same steps and the heads stay equal.
+        """
+        steps = self.config.head_refit_steps
+        if not steps:
+            return
+        batch = int(strategy.train_mb_size)
+        t = self.book.experiences_seen
+        rng = torch.Generator().manual_seed(self.seed + 7_919 * t)
+        codes, ids = self.source.sample(steps * batch, list(range(len(self.book.groups))), rng=rng)
+        order = torch.randperm(len(codes), generator=rng)  # the source draws group by group
+        codes, labels = codes[order], self.book.classes(ids[order])
+        device = torch.device(strategy.device)
+        for rows in torch.arange(len(codes)).split(batch):
+            strategy.optimizer.zero_grad()
+            logits = self._solver.classify_codes(codes[rows].to(device))
+            torch.nn.functional.cross_entropy(logits, labels[rows].to(device)).backward()
+            strategy.optimizer.step()
+        logger.info("experience %d: the head took %d steps on draws of all %d classes seen", t, steps,
+                    len(self.book.groups))
 
 
 def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -86,6 +86,12 @@ class ReplayConfig:
     # real data is not, so a solver can learn "generated means an old class" (benchmarks/shortcut_probe.py);
     # round trips of the new classes are meant to take that cue away. Needs a generator with an encoder
     round_trip_weight: float = field(default=0.0, metadata=within(0, 1))
+    # for a solver that reads codes, with a source that keeps statistics per class (class_latent,
+    # latent_memory): after each experience's sleep its head takes this many steps (mini-batches of the
+    # strategy's size, its optimiser) on class-balanced draws of every class seen, the current ones included,
+    # labelled by their class, so that old and new classes reach it from the same statistics (taken on the
+    # images under the evaluation transforms) whatever the stream's training transforms; 0: none
+    head_refit_steps: int = field(default=0, metadata=at_least(0))
 
     def check(self) -> "ReplayConfig":
         """This config if its values are valid, else a ConfigError naming the setting and the fix."""

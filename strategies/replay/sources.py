@@ -1,7 +1,8 @@
 """Where replay codes come from: the prior, a Gaussian per class, stored codes, or a class-conditional decoder.
 
 Each source draws `sample(n, group_ids)` codes (a group is one (class, task) pair the
-plugin has seen; a group id is its index in the plugin's list), carries its statistics
+plugin has seen; a group id is its index in the plugin's list; `rng` another generator than the
+source's own, for draws that must not depend on the process), carries its statistics
 into the new latent space in `sleep`, and counts the bytes it keeps in `nbytes`.
 `make_source` chooses one, once, from the config and the generator.
 """
@@ -55,9 +56,15 @@ class ReplaySource:
         self.rng = rng  # the plugin's generator: every draw follows its seed
         self.scale = float(scale)
 
-    def sample(self, n: int, group_ids: list[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """n codes and the group id each stands for (None: the source picks no class)."""
+    def sample(self, n: int, group_ids: list[int], rng: Optional[torch.Generator] = None
+               ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """n codes and the group id each stands for (None: the source picks no class), drawn with `rng`
+        (None: the source's own generator)."""
         raise NotImplementedError
+
+    def _rng(self, rng: Optional[torch.Generator]) -> torch.Generator:
+        """`rng`, else the source's own generator."""
+        return rng if rng is not None else self.rng
 
     def sleep(self, codes: torch.Tensor, group_ids: torch.Tensor, refresh: Refresh) -> None:
         """Carry old statistics into the new latent space (`refresh`) and add the new codes of `group_ids`."""
@@ -73,9 +80,10 @@ class PriorSource(ReplaySource):
 
     name = "prior"
 
-    def sample(self, n: int, group_ids: list[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def sample(self, n: int, group_ids: list[int], rng: Optional[torch.Generator] = None
+               ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """n prior codes, no group ids."""
-        return self.scale * torch.randn(n, self.latent_dim, generator=self.rng), None
+        return self.scale * torch.randn(n, self.latent_dim, generator=self._rng(rng)), None
 
 
 class ConditionalSource(PriorSource):
@@ -83,10 +91,11 @@ class ConditionalSource(PriorSource):
 
     name = "conditional"
 
-    def sample(self, n: int, group_ids: list[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def sample(self, n: int, group_ids: list[int], rng: Optional[torch.Generator] = None
+               ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """n prior codes, then their class-balanced group ids."""
-        codes, _ = super().sample(n, group_ids)
-        return codes, balanced_group_ids(n, group_ids, self.rng)
+        codes, _ = super().sample(n, group_ids, rng)
+        return codes, balanced_group_ids(n, group_ids, self._rng(rng))
 
 
 class ClassGaussianSource(ReplaySource):
@@ -101,13 +110,15 @@ class ClassGaussianSource(ReplaySource):
         self.covariance = covariance
         self.gaussians: dict[int, dict[str, torch.Tensor]] = {}  # group id -> mean and var (diag) or cov (full)
 
-    def sample(self, n: int, group_ids: list[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def sample(self, n: int, group_ids: list[int], rng: Optional[torch.Generator] = None
+               ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Class-balanced group ids, then each group's draws from its Gaussian."""
-        ids = balanced_group_ids(n, group_ids, self.rng)
+        rng = self._rng(rng)
+        ids = balanced_group_ids(n, group_ids, rng)
         codes = torch.empty(n, self.latent_dim)
         for g in group_ids:
             rows = torch.nonzero(ids == g).flatten()
-            codes[rows] = self._draw(self.gaussians[g], len(rows), self.scale)
+            codes[rows] = self._draw(self.gaussians[g], len(rows), self.scale, rng)
         return codes, ids
 
     def sleep(self, codes: torch.Tensor, group_ids: torch.Tensor, refresh: Refresh) -> None:
@@ -144,9 +155,10 @@ class ClassGaussianSource(ReplaySource):
         var = codes.var(0, unbiased=len(codes) > 1) if len(codes) > 1 else torch.full_like(mean, 1e-3)
         return {"mean": mean, "var": var.clamp_min(1e-6)}
 
-    def _draw(self, stats: dict[str, torch.Tensor], n: int, scale: float = 1.0) -> torch.Tensor:
+    def _draw(self, stats: dict[str, torch.Tensor], n: int, scale: float = 1.0,
+              rng: Optional[torch.Generator] = None) -> torch.Tensor:
         """n draws from one Gaussian, spread scaled by `scale`."""
-        eps = scale * torch.randn(n, stats["mean"].shape[0], generator=self.rng)
+        eps = scale * torch.randn(n, stats["mean"].shape[0], generator=self._rng(rng))
         if "cov" in stats:
             return stats["mean"] + eps @ torch.linalg.cholesky(stats["cov"]).T
         return stats["mean"] + eps * stats["var"].sqrt()
@@ -164,15 +176,17 @@ class LatentMemorySource(ReplaySource):
         super().__init__(latent_dim, rng)
         self.memory = LatentMemory(latent_dim, budget_bytes, seed)  # labels are group ids
 
-    def sample(self, n: int, group_ids: list[int]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def sample(self, n: int, group_ids: list[int], rng: Optional[torch.Generator] = None
+               ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """n stored codes of the given groups, class-balanced, and their group ids."""
+        rng = self._rng(rng)
         if self.memory.classes == sorted(group_ids):
-            return self.memory.sample(n, self.rng)
+            return self.memory.sample(n, rng)
         # The memory also holds groups not asked for (an experience trained again): draw from the others only.
         keep = torch.isin(self.memory.labels.long(), torch.as_tensor(group_ids, dtype=torch.long))
         subset = LatentMemory(self.latent_dim, self.memory.budget_bytes)
         subset.add(self.memory.codes[keep], self.memory.labels[keep])
-        return subset.sample(n, self.rng)
+        return subset.sample(n, rng)
 
     def sleep(self, codes: torch.Tensor, group_ids: torch.Tensor, refresh: Refresh) -> None:
         """Carry the stored codes into the new latent space, then store the new ones (within the budget)."""

@@ -40,15 +40,15 @@ def _subset(x, y, per_class):
     return x[keep], y[keep]
 
 
-def make_stream(digits, task_labels=False, per_class=PER_CLASS, n_experiences=5):
-    """Split digits: 2 classes per experience in the order 0..9."""
+def make_stream(digits, task_labels=False, per_class=PER_CLASS, n_experiences=5, train_transform=None):
+    """Split digits: 2 classes per experience in the order 0..9 (`train_transform` on the training images only)."""
     x, y = digits
     train = _make_taskaware_tensor_classification_dataset(*_subset(x[:1400], y[:1400], per_class))
     test = _make_taskaware_tensor_classification_dataset(*_subset(x[1400:], y[1400:], 20))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return nc_benchmark(train, test, n_experiences, task_labels=task_labels, seed=0,
-                            fixed_class_order=list(range(10)))
+                            fixed_class_order=list(range(10)), train_transform=train_transform)
 
 
 @pytest.fixture(scope="session")
