@@ -276,10 +276,9 @@ class ALIReplayPlugin(SupervisedPlugin, supports_distributed=True):
         order = torch.randperm(len(codes), generator=rng)  # the source draws group by group
         codes, labels = codes[order], self.book.classes(ids[order])
         device = torch.device(strategy.device)
-        for rows in torch.arange(len(codes)).split(batch):
+        for z, y in zip(codes.split(batch), labels.split(batch)):
             strategy.optimizer.zero_grad()
-            logits = self._solver.classify_codes(codes[rows].to(device))
-            torch.nn.functional.cross_entropy(logits, labels[rows].to(device)).backward()
+            torch.nn.functional.cross_entropy(self._solver.classify_codes(z.to(device)), y.to(device)).backward()
             strategy.optimizer.step()
         logger.info("experience %d: the head took %d steps on draws of all %d classes seen", t, steps,
                     len(self.book.groups))
