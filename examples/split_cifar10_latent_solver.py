@@ -62,8 +62,12 @@ ali = build_ali((3, 32, 32), ModelConfig(conditional=False, latent_dim=64, hidde
 model = LatentSolver(ali, code_head(ali.latent_dim, benchmark.n_classes, 400))  # its parameters are the head's
 # The encoder is frozen after the first experience, so every class's statistics are taken in the space the
 # head reads; from then on the head needs nothing decoded, and train_after_freeze=False idles the generator.
+# The head learns the current classes from codes of augmented images and the old ones from Gaussians:
+# head_refit_steps=2000 then gives it steps on class-balanced draws of every class's Gaussian, the
+# current ones included, after each experience.
 plugin = ALIReplayPlugin(ali, source="class_latent", labels="stored", freeze_encoder_after=1, train_after_freeze=False,
-                         filter_replay=False, ali_epochs=args.epochs, ali_batch_size=None, ali_replay_batch_size=None)
+                         head_refit_steps=2000, filter_replay=False, ali_epochs=args.epochs, ali_batch_size=None,
+                         ali_replay_batch_size=None)
 strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=128,
                  train_epochs=args.epochs, eval_mb_size=512, plugins=[plugin],
                  evaluator=EvaluationPlugin(accuracy_metrics(stream=True, experience=True),

@@ -138,25 +138,25 @@ def test_registry_refuses_it_where_it_cannot_work(make_solver, make_context):
 
 def test_features_beats_naive_on_split_digits(stream_factory, make_solver, make_context, stream_accuracy,
                                               trained):
-    """About 15 s: 5 experiences of 280 images, 10 epochs of solver and ALI each, three strategies."""
+    """About 2 min: 5 experiences of 280 images, 10 epochs of solver and ALI each, four strategies."""
     stream = stream_factory(per_class=140)
     small = {"model": {"hidden": 128, "latent_dim": 8}, "replay_size": 2000}  # latent 8: the best on 8x8 digits
     # On 8x8 digits the encoder learns enough from one pair of classes only when the second pair has
     # helped (frozen after the second experience); on CIFAR-10, after the first (the recipe's setting).
-    held = "ali_replay@features+freeze_encoder_after=2+replay_code_weight=3"
-    drifting = "ali_replay@features+replay_code_weight=0+freeze_encoder_after=null"
-    idle = held + "+train_after_freeze=false"  # the generator idles after the freeze: the head reads codes only
+    held = "ali_replay@features+freeze_encoder_after=2+replay_code_weight=3"  # the generator idles after the freeze
+    drifting = "ali_replay@features+replay_code_weight=0+freeze_encoder_after=null+train_after_freeze=true"
+    training = held + "+train_after_freeze=true"  # the generator trains on after the freeze (the head reads codes)
     final = {}
-    for spec, params in (("naive", None), (held, small), (drifting, small), (idle, small)):
+    for spec, params in (("naive", None), (held, small), (drifting, small), (training, small)):
         strategy = trained(spec, make_solver, params, make_context(train_epochs=10, generator_epochs=10), stream)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
-    # Seeds 0, 1, 2: held still 0.72, 0.665, 0.635 (frozen after the first experience, seed 0: 0.525);
-    # without holding its latent space still (the encoder trains throughout, the class statistics are
-    # carried through the round trip) 0.335, 0.36, 0.315; naive 0.195, 0.165, 0.17. Held still with the
-    # generator idle after the freeze, seed 0: 0.71.
+    # Seed 0: held still 0.715 (the generator training on after the freeze: 0.73); without holding its
+    # latent space still (the encoder trains throughout, the class statistics are carried through the
+    # round trip) 0.23; naive 0.195. Before the head's steps joined the recipe (seeds 0, 1, 2): held
+    # still 0.72, 0.665, 0.635, drifting 0.335, 0.36, 0.315, naive 0.195, 0.165, 0.17.
     assert final[held] >= final["naive"] + 0.3, final
     assert final[held] >= final[drifting] + 0.2, final
-    assert final[idle] >= final["naive"] + 0.3, final
+    assert final[training] >= final["naive"] + 0.3, final
 
 
 def test_head_refit_steps_bring_back_the_newest_classes_under_augmentation(stream_factory, make_solver,
@@ -169,8 +169,8 @@ def test_head_refit_steps_bring_back_the_newest_classes_under_augmentation(strea
 
     stream = stream_factory(per_class=140, train_transform=transforms.RandomAffine(0, translate=(0.2, 0.2)))
     small = {"model": {"hidden": 128, "latent_dim": 8}, "replay_size": 2000}
-    held = "ali_replay@features+freeze_encoder_after=2+replay_code_weight=3+train_after_freeze=false"
-    refit = held + "+head_refit_steps=500"
+    held = "ali_replay@features+freeze_encoder_after=2+replay_code_weight=3+head_refit_steps=0"
+    refit = held.replace("head_refit_steps=0", "head_refit_steps=500")
     final, newest = {}, {}
     for spec in (held, refit):
         strategy = trained(spec, make_solver, small, make_context(train_epochs=10, generator_epochs=10), stream)
@@ -188,7 +188,7 @@ def test_head_refit_draws_do_not_depend_on_the_plugins_generator(stream, make_so
     import dataclasses
 
     torch.manual_seed(0)
-    strategy = build_strategy("ali_replay@features+train_after_freeze=false", make_solver(), SMALL, make_context())
+    strategy = build_strategy("ali_replay@features+head_refit_steps=0", make_solver(), SMALL, make_context())
     strategy.train(stream.train_stream[0])
     plugin = strategy.replay_plugin
     plugin.config = dataclasses.replace(plugin.config, head_refit_steps=30)
@@ -216,7 +216,7 @@ def test_head_refit_steps_need_a_code_reading_solver_and_class_statistics(stream
 def test_an_idle_generator_after_the_freeze_decodes_only_a_preview(stream, make_solver, make_context):
     torch.manual_seed(0)
     recorder = ReplayRecorder()
-    strategy = build_strategy("ali_replay@features+train_after_freeze=false", make_solver(), SMALL,
+    strategy = build_strategy("ali_replay@features", make_solver(), SMALL,
                               make_context(plugins=[recorder], train_epochs=3, generator_epochs=3))
     strategy.train(stream.train_stream[0])
     ali, plugin = strategy.ali, strategy.replay_plugin
@@ -234,7 +234,7 @@ def test_an_idle_generator_after_the_freeze_decodes_only_a_preview(stream, make_
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_an_idle_generator_runs_on_cuda(stream, make_solver, make_context):
     torch.manual_seed(0)
-    strategy = build_strategy("ali_replay@features+train_after_freeze=false", make_solver(), SMALL,
+    strategy = build_strategy("ali_replay@features", make_solver(), SMALL,
                               make_context(device=torch.device("cuda")))
     for experience in stream.train_stream[:3]:
         strategy.train(experience)
@@ -290,17 +290,19 @@ def test_features_beats_naive_on_avalanches_split_mnist_as_shipped(shared_data, 
     stream = benchmark_from_datasets(train=[e.dataset.subset(range(500)) for e in full.train_stream],
                                      test=[e.dataset.subset(range(300)) for e in full.test_stream])
     final, spaces = {}, {}
-    idle = "ali_replay@features+train_after_freeze=false"  # the generator idles once the encoder is frozen
-    vae_idle = "dgr@features+train_after_freeze=false"  # the same recipe with dgr's VAE
-    for spec in ("naive", "ali_replay@features", idle, vae_idle):
+    idle = "ali_replay@features"  # the recipe: the generator idles once the encoder is frozen
+    training = "ali_replay@features+train_after_freeze=true"  # the generator trains on after the freeze
+    vae_idle = "dgr@features"  # the same recipe with dgr's VAE
+    for spec in ("naive", idle, training, vae_idle):
         ctx = make_context(input_shape=(1, 28, 28), train_epochs=8, generator_epochs=8, train_mb_size=50)
         strategy = trained(spec, lambda: SimpleMLP(num_classes=10), {"replay_size": 2000} if spec != "naive"
                            else None, ctx, stream)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
         spaces[spec] = getattr(strategy.model, "input_space", None)
     assert spaces[idle] == spaces[vae_idle] == InputSpace(mean=0.1307, std=0.3081)
-    assert final["ali_replay@features"] >= final["naive"] + 0.25, final
+    # Measured: naive 0.200, the recipe 0.867, the generator training on 0.871, dgr@features 0.941.
     assert final[idle] >= final["naive"] + 0.25, final
+    assert final[training] >= final["naive"] + 0.25, final
     assert final[vae_idle] >= final["naive"] + 0.25, final
 
 
@@ -309,8 +311,9 @@ def test_bare_ali_replay_beats_naive_on_split_cifar10_with_avalanches_transforms
                                                                                   stream_accuracy, trained):
     """About 3 min: split CIFAR-10 through SplitCIFAR10's own default transforms (random crop, flip,
     Normalize; `benchmark.transforms=avalanche`), 1,000 training images per experience, the bare
-    `ali_replay` (its 3 x 32 x 32 default, @features) and the same with the head's steps on every class's
-    statistics (`head_refit_steps`) against no replay, the harness's conv solver."""
+    `ali_replay` (its 3 x 32 x 32 default, @features, the head's steps on every class's statistics after
+    each experience) and the same without those steps (`head_refit_steps=0`) against no replay, the
+    harness's conv solver."""
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 
     from benchmarks import build_solver, build_stream
@@ -320,16 +323,16 @@ def test_bare_ali_replay_beats_naive_on_split_cifar10_with_avalanches_transforms
     full = build_stream({"name": "split_cifar10", "transforms": "avalanche"}, {"root": str(shared_data)}, seed=0)
     stream = benchmark_from_datasets(train=[e.dataset.subset(range(1000)) for e in full.benchmark.train_stream],
                                      test=[e.dataset.subset(range(400)) for e in full.benchmark.test_stream])
-    balanced = "ali_replay+train_after_freeze=false+head_refit_steps=2000"  # the head's steps on every class
+    unbalanced = "ali_replay+head_refit_steps=0"  # the head never sees the current classes' statistics
     final = {}
-    for spec in ("naive", balanced, "ali_replay"):
+    for spec in ("naive", "ali_replay", unbalanced):
         ctx = make_context(input_shape=(3, 32, 32), train_epochs=5, generator_epochs=5, train_mb_size=50)
         strategy = trained(spec, lambda: build_solver("conv", (3, 32, 32), 10),
                            {"replay_size": 2000} if spec != "naive" else None, ctx, stream)
         final[spec] = stream_accuracy(strategy.model, stream.test_stream)
     assert isinstance(strategy.model, LatentSolver)  # the shape's recipe: the head on the ALI's codes
     assert strategy.model.input_space.mean.flatten().tolist() == pytest.approx([0.4914, 0.4822, 0.4465])
-    # Measured: naive 0.200, ali_replay 0.402, with the head's steps (generator idle after the freeze) 0.479.
-    assert final["ali_replay"] >= final["naive"] + 0.12, final
-    assert final[balanced] >= final["naive"] + 0.2, final
-    assert final[balanced] >= final["ali_replay"] + 0.04, final
+    # Measured: naive 0.200, ali_replay 0.475, without the head's steps 0.407.
+    assert final["ali_replay"] >= final["naive"] + 0.2, final
+    assert final["ali_replay"] >= final[unbalanced] + 0.04, final
+    assert final[unbalanced] >= final["naive"] + 0.12, final
